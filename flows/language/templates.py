@@ -1,0 +1,194 @@
+"""Templates in definitions: Jinja2 in a sandbox, with strict undefined.
+
+A step's `with`, `env` and `when` are rendered against the run context: `input`, `steps.<name>.output`
+(a hyphenated step name is also reachable with underscores, Strøm's rule) and `run`. A string that is
+exactly one `{{ expression }}` keeps the expression's type (a number stays a number, an object an
+object); anything else renders to text. In a shell command line every substituted value is quoted
+for /bin/sh, so run input such as `$(rm -rf ~)` is printed, never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from flows.language.errors import format_path
+
+CONTEXT_ROOTS = frozenset({"input", "steps", "run"})
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
+
+
+class TemplateError(ValueError):
+    """A template failed to render; `path` says which value of the step it was."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list | bool) or value is None:
+        return json.dumps(value)
+    return str(value)
+
+
+def _shell_quote(value: Any) -> str:
+    return shlex.quote(_to_text(value))
+
+
+_TEXT_ENV = SandboxedEnvironment(undefined=StrictUndefined, finalize=_to_text, autoescape=False)
+_SHELL_ENV = SandboxedEnvironment(
+    undefined=StrictUndefined, finalize=_shell_quote, autoescape=False
+)
+
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+@dataclass(frozen=True)
+class References:
+    roots: frozenset[str]
+    """Top-level names the template reads (input, steps, run, ...)."""
+    steps: frozenset[str]
+    """Step names read through `steps.<name>` or `steps['<name>']`."""
+
+
+def references(source: str) -> References:
+    """What a template reads. Raises jinja2.TemplateSyntaxError for a template that does not parse."""
+    tree = _TEXT_ENV.parse(source)
+    roots = {node.name for node in tree.find_all(nodes.Name) if node.ctx == "load"}
+    assigned = {node.name for node in tree.find_all(nodes.Name) if node.ctx in ("store", "param")}
+    steps: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if isinstance(target, nodes.Name) and target.name == "steps":
+            if isinstance(node, nodes.Getattr):
+                steps.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                steps.add(node.arg.value)
+    return References(frozenset(roots - assigned), frozenset(steps))
+
+
+def template_strings(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    """Every string in a JSON-like value that holds a template, with its path."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from template_strings(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from template_strings(item, (*path, index))
+
+
+def step_context(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`steps` as templates see it: each name, and its underscore alias when the name has hyphens."""
+    steps: dict[str, Any] = {}
+    for name, entry in outputs.items():
+        steps[name] = entry
+        steps.setdefault(name.replace("-", "_"), entry)
+    return steps
+
+
+def render_value(
+    value: Any,
+    context: Mapping[str, Any],
+    *,
+    shell_quoted: frozenset[str] = frozenset(),
+    path: tuple[str | int, ...] = (),
+) -> Any:
+    """Render every template string inside `value`. Keys named in `shell_quoted` (at the top level)
+    are rendered as shell command lines. Raises TemplateError naming the failing path."""
+    if isinstance(value, dict):
+        return {
+            key: render_value(
+                item,
+                context,
+                shell_quoted=shell_quoted if path == () and key in shell_quoted else frozenset(),
+                path=(*path, key),
+            )
+            if not (path == () and key in shell_quoted and isinstance(item, str))
+            else render_shell(item, context, path=(*path, key))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [render_value(item, context, path=(*path, i)) for i, item in enumerate(value)]
+    if isinstance(value, str) and is_template(value):
+        return render_string(value, context, path=path)
+    return value
+
+
+def render_string(
+    source: str, context: Mapping[str, Any], *, path: tuple[str | int, ...] = ()
+) -> Any:
+    single = _SINGLE_EXPRESSION.match(source)
+    try:
+        if single:
+            result = _TEXT_ENV.compile_expression(single.group("expr"), undefined_to_none=False)(
+                **context
+            )
+            if isinstance(result, StrictUndefined):
+                str(result)  # raises UndefinedError with Jinja's message
+            return result
+        return _TEXT_ENV.from_string(source).render(**context)
+    except JinjaTemplateError as exc:
+        raise TemplateError(format_path(path), _describe(exc)) from None
+
+
+def render_shell(
+    source: str, context: Mapping[str, Any], *, path: tuple[str | int, ...] = ()
+) -> str:
+    try:
+        return _SHELL_ENV.from_string(source).render(**context)
+    except JinjaTemplateError as exc:
+        raise TemplateError(format_path(path), _describe(exc)) from None
+
+
+def evaluate_condition(source: str | bool, context: Mapping[str, Any]) -> bool:
+    """A `when:` guard: `{{ expr }}` or a bare expression; its truth decides whether the step runs."""
+    if isinstance(source, bool):
+        return source
+    single = _SINGLE_EXPRESSION.match(source)
+    expression = single.group("expr") if single else source
+    try:
+        result = _TEXT_ENV.compile_expression(expression, undefined_to_none=False)(**context)
+        if isinstance(result, StrictUndefined):
+            str(result)
+    except JinjaTemplateError as exc:
+        raise TemplateError("when", _describe(exc)) from None
+    if isinstance(result, str):
+        return result.strip().lower() not in ("", "false", "0", "no", "off", "none", "null")
+    return bool(result)
+
+
+def check_syntax(source: str, *, expression: bool = False) -> str | None:
+    """None if `source` parses, else the message (with line) of its syntax error."""
+    try:
+        if expression:
+            single = _SINGLE_EXPRESSION.match(source)
+            _TEXT_ENV.compile_expression(single.group("expr") if single else source)
+        else:
+            _TEXT_ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        return f"template syntax error: {exc.message} (line {exc.lineno})"
+    return None
+
+
+def _describe(exc: JinjaTemplateError) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return f"template error: {message}"

@@ -1,0 +1,294 @@
+"""Validate a definition and compile it to a WorkflowSpec.
+
+Validation is a JSON Schema check (structure) followed by semantic checks a schema cannot express:
+step types and their `with`, unknown `needs`, cycles, template syntax and what templates read.
+Every problem is reported, each with its path, so a user fixes them all in one go.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from functools import cache
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from flows.language.durations import parse_duration
+from flows.language.errors import DefinitionError, Problem, format_path
+from flows.language.graph import ancestors, find_cycle, topological_order
+from flows.language.schema import SHELL_SHORTHANDS, WORKFLOW
+from flows.language.spec import Backoff, OnFailure, RetryPolicy, StepSpec, WorkflowSpec
+from flows.language.templates import (
+    CONTEXT_ROOTS,
+    check_syntax,
+    is_template,
+    references,
+    template_strings,
+)
+
+StepSchemas = Mapping[str, Mapping[str, Any]]
+"""Step type name -> JSON Schema of its `with`."""
+
+
+@cache
+def _validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
+def _validator_for(schema: Mapping[str, Any]) -> Draft202012Validator:
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
+def validate(doc: Any, step_schemas: StepSchemas) -> list[Problem]:
+    """Every problem in `doc`, sorted by path; an empty list means it compiles."""
+    problems = list(_schema_problems(_validator_for(WORKFLOW), doc, ()))
+    if isinstance(doc, dict):
+        problems += _input_schema_problems(doc.get("input"))
+        steps = doc.get("steps")
+        if isinstance(steps, dict):
+            problems += _step_problems(steps, step_schemas)
+    return sorted(set(problems))
+
+
+def compile_definition(doc: Any, step_schemas: StepSchemas) -> WorkflowSpec:
+    """The WorkflowSpec of a valid definition; raises DefinitionError listing every problem."""
+    problems = validate(doc, step_schemas)
+    if problems:
+        raise DefinitionError(problems)
+    return build_spec(doc)
+
+
+def build_spec(doc: Mapping[str, Any]) -> WorkflowSpec:
+    """Compile a definition that `validate` accepted (stored versions are; this skips the checks)."""
+    defaults = doc.get("defaults", {})
+    steps = doc["steps"]
+    order = topological_order({name: step.get("needs", []) for name, step in steps.items()})
+    specs = tuple(
+        _step_spec(name, steps[name], defaults, position) for position, name in enumerate(order)
+    )
+    return WorkflowSpec(
+        name=doc["name"],
+        description=doc.get("description", ""),
+        input_schema=doc.get("input", {"type": "object"}),
+        steps=specs,
+    )
+
+
+def canonical_json(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(doc: Any) -> str:
+    """Identity of a definition's content: key order and formatting do not change it."""
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+
+def step_config(step: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's `with`, with the shell shorthands (`run`, `argv`, `env` at step level) folded in."""
+    config = dict(step.get("with", {}))
+    for key in SHELL_SHORTHANDS:
+        if key in step:
+            config[key] = step[key]
+    return config
+
+
+def _step_spec(
+    name: str, step: Mapping[str, Any], defaults: Mapping[str, Any], position: int
+) -> StepSpec:
+    timeout = step.get("timeout", defaults.get("timeout"))
+    return StepSpec(
+        name=name,
+        type=step["type"],
+        needs=tuple(step.get("needs", ())),
+        config=step_config(step),
+        retry=_retry_policy({**defaults.get("retry", {}), **step.get("retry", {})}),
+        timeout=parse_duration(timeout) if timeout is not None else None,
+        when=step.get("when"),
+        on_failure=OnFailure(step.get("on_failure", defaults.get("on_failure", "fail"))),
+        position=position,
+    )
+
+
+def _retry_policy(raw: Mapping[str, Any]) -> RetryPolicy:
+    jitter = raw.get("jitter", False)
+    max_delay = raw.get("max_delay")
+    return RetryPolicy(
+        max_attempts=raw.get("max_attempts", 1),
+        delay=parse_duration(raw.get("delay", 0)),
+        backoff=Backoff(raw.get("backoff", "fixed")),
+        max_delay=parse_duration(max_delay) if max_delay is not None else None,
+        jitter=0.5 if jitter is True else float(jitter or 0),
+    )
+
+
+def _schema_problems(
+    validator: Draft202012Validator, doc: Any, prefix: tuple[str | int, ...]
+) -> Iterator[Problem]:
+    for error in validator.iter_errors(doc):
+        if isinstance(error.instance, str) and is_template(error.instance):
+            continue  # a template stands in for a value of any type; checked when it renders
+        where = (*prefix, *error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - allowed):
+                yield Problem(
+                    format_path((*where, key)), f"unknown field{_did_you_mean(key, allowed)}"
+                )
+            continue
+        yield Problem(format_path(where), _schema_message(error))
+
+
+def _schema_message(error: Any) -> str:
+    if error.validator == "pattern" and error.schema.get("pattern", "").startswith("^[A-Za-z"):
+        return f"{error.instance!r} is not a valid name (letters, digits, '_' and '-'; starting with a letter)"
+    if error.validator == "oneOf" and "description" in error.schema:
+        return f"{error.instance!r} is not valid: expected {error.schema['description']}"
+    return error.message
+
+
+def _input_schema_problems(schema: Any) -> list[Problem]:
+    if not isinstance(schema, dict):
+        return []
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return [
+            Problem(
+                format_path(("input", *exc.absolute_path)),
+                f"not a valid JSON Schema: {exc.message}",
+            )
+        ]
+    return []
+
+
+def _step_problems(steps: Mapping[str, Any], step_schemas: StepSchemas) -> list[Problem]:
+    needs = {
+        name: [n for n in step.get("needs", []) if isinstance(n, str)]
+        for name, step in steps.items()
+        if isinstance(step, dict) and isinstance(step.get("needs", []), list)
+    }
+    problems: list[Problem] = []
+    for name, step in steps.items():
+        if not isinstance(step, dict):
+            continue
+        base = ("steps", name)
+        problems += _type_problems(base, step, step_schemas)
+        for index, need in enumerate(needs.get(name, [])):
+            if need not in steps:
+                hint = _did_you_mean(need, steps)
+                problems.append(
+                    Problem(format_path((*base, "needs", index)), f"unknown step '{need}'{hint}")
+                )
+        problems += _template_problems(name, step, steps, needs)
+    cycle = find_cycle(needs)
+    if cycle:
+        problems.append(
+            Problem(format_path(("steps", cycle[0], "needs")), "cycle: " + " -> ".join(cycle))
+        )
+    return problems
+
+
+def _type_problems(
+    base: tuple[str, ...], step: Mapping[str, Any], step_schemas: StepSchemas
+) -> list[Problem]:
+    type_name = step.get("type")
+    if not isinstance(type_name, str):
+        return []
+    if type_name not in step_schemas:
+        known = ", ".join(sorted(step_schemas))
+        hint = _did_you_mean(type_name, step_schemas)
+        return [
+            Problem(
+                format_path((*base, "type")),
+                f"unknown step type '{type_name}'{hint} (known: {known})",
+            )
+        ]
+    problems: list[Problem] = []
+    with_block = step.get("with", {})
+    if type_name != "shell":
+        problems += [
+            Problem(
+                format_path((*base, key)), f"'{key}' is only for shell steps; put it under 'with'"
+            )
+            for key in SHELL_SHORTHANDS
+            if key in step
+        ]
+    elif isinstance(with_block, dict):
+        problems += [
+            Problem(format_path((*base, key)), f"'{key}' is given both here and in 'with'")
+            for key in SHELL_SHORTHANDS
+            if key in step and key in with_block
+        ]
+    if isinstance(with_block, dict) and not problems:
+        config = step_config(step)
+        validator = _validator_for(step_schemas[type_name])
+        for problem in _schema_problems(validator, config, ()):
+            key = problem.path.split(".")[0].split("[")[0]
+            where = base if key in SHELL_SHORTHANDS and key in step else (*base, "with")
+            path = format_path(where) + ("." + problem.path if problem.path else "")
+            problems.append(Problem(path, problem.message))
+    return problems
+
+
+def _template_problems(
+    name: str, step: Mapping[str, Any], steps: Mapping[str, Any], needs: Mapping[str, list[str]]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    sources = list(template_strings(step_config(step), ("steps", name)))
+    when = step.get("when")
+    if isinstance(when, str):
+        sources.append((("steps", name, "when"), when))
+    upstream = ancestors(needs, name)
+    aliases = {other.replace("-", "_"): other for other in steps}
+    for raw_path, source in sources:
+        path = _config_path(raw_path, step)
+        is_when = raw_path[-1] == "when" and len(raw_path) == 3
+        error = check_syntax(source, expression=is_when)
+        if error:
+            problems.append(Problem(path, error))
+            continue
+        try:
+            refs = references(
+                source if not is_when or is_template(source) else "{{ " + source + " }}"
+            )
+        except TemplateSyntaxError as exc:
+            problems.append(Problem(path, f"template syntax error: {exc.message}"))
+            continue
+        for root in sorted(refs.roots - CONTEXT_ROOTS):
+            problems.append(
+                Problem(path, f"unknown variable '{root}' (templates can read: input, steps, run)")
+            )
+        for ref in sorted(refs.steps):
+            target = ref if ref in steps else aliases.get(ref)
+            if target is None:
+                problems.append(Problem(path, f"unknown step '{ref}'{_did_you_mean(ref, steps)}"))
+            elif target == name:
+                problems.append(Problem(path, f"step '{ref}' cannot read its own output"))
+            elif target not in upstream:
+                problems.append(
+                    Problem(
+                        path, f"reads step '{ref}', which this step does not need (add it to needs)"
+                    )
+                )
+    return problems
+
+
+def _config_path(raw_path: tuple[str | int, ...], step: Mapping[str, Any]) -> str:
+    """Report shorthand keys where the user wrote them (`steps.x.run`), the rest under `with`."""
+    if (
+        len(raw_path) >= 3
+        and raw_path[2] != "when"
+        and not (raw_path[2] in SHELL_SHORTHANDS and raw_path[2] in step)
+    ):
+        return format_path((*raw_path[:2], "with", *raw_path[2:]))
+    return format_path(raw_path)
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,78 @@
+"""The catalogue: workflows and their immutable, numbered versions."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import models
+
+from flows.language.spec import WorkflowSpec
+from flows.language.validate import build_spec
+
+
+class Workflow(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    latest_version = models.ForeignKey(
+        "WorkflowVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WorkflowVersion(models.Model):
+    """One published definition. Never changed after it is written; runs pin to it."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    source = models.TextField(blank=True, help_text="The text as it was published (YAML or JSON).")
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["workflow", "-number"]
+        constraints = [
+            # Also the index for "versions of a workflow, newest first".
+            models.UniqueConstraint(fields=["workflow", "number"], name="unique_version_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow.name} v{self.number}"
+
+    @property
+    def spec(self) -> WorkflowSpec:
+        return compiled_spec(self.pk, self.content_hash, self.definition)
+
+
+def compiled_spec(pk: int, content_hash: str, definition: dict) -> WorkflowSpec:
+    """A version's compiled spec, cached per process: versions are immutable, so it never goes stale."""
+    return _compiled(pk, content_hash, _Frozen(definition))
+
+
+class _Frozen:
+    """Carries the definition into the cache without making it part of the key."""
+
+    def __init__(self, value: dict) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+
+@lru_cache(maxsize=512)
+def _compiled(pk: int, content_hash: str, definition: _Frozen) -> WorkflowSpec:
+    return build_spec(definition.value)

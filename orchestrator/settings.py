@@ -1,0 +1,173 @@
+"""Furrow settings. Everything comes from environment variables (README.md, Configuration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.env import (
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    secret_key,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("FURROW_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = secret_key(VAR_DIR)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_q",
+    "django_htmx",
+    "template_partials",
+    "channels",
+    "flows",
+    "runs",
+    "steps",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "orchestrator.urls"
+ASGI_APPLICATION = "orchestrator.asgi.application"
+WSGI_APPLICATION = "orchestrator.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_from_url(env_str("DATABASE_URL"), VAR_DIR / "furrow.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGIN_URL = "admin:login"
+
+# A request body (workflow definition, run input) is refused above this size.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("FURROW_MAX_BODY_BYTES", 1024 * 1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "orchestrator.parsers.SafeJSONParser",
+        "orchestrator.parsers.YAMLParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "orchestrator.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+REDIS_URL = env_str("REDIS_URL")
+
+# Django-Q2 carries "run step X, attempt N" and nothing else: retries, backoff, timeouts and leases
+# are the engine's (DESIGN.md, principle 1). Its own timeout only guards against a stuck worker,
+# so it is longer than any step may run, and `retry` must exceed it.
+_Q_TIMEOUT = env_int("FURROW_WORKER_TASK_TIMEOUT", 6 * 3600)
+Q_CLUSTER = {
+    "name": env_str("FURROW_CLUSTER_NAME", "furrow"),
+    "workers": env_int("FURROW_WORKERS", 4),
+    "timeout": _Q_TIMEOUT,
+    "retry": _Q_TIMEOUT + 60,
+    "max_attempts": 1,
+    "save_limit": -1,  # results live in our own tables; saving successes costs a write per task
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": env_float("FURROW_BROKER_POLL", 0.05),
+    "label": "Django Q2",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+FURROW = {
+    # Step timeout when neither the step nor the workflow's defaults set one.
+    "DEFAULT_STEP_TIMEOUT": env_float("FURROW_DEFAULT_STEP_TIMEOUT", 3600.0),
+    # A claimed step whose worker stops answering is declared lost this long after its timeout.
+    "LEASE_GRACE": env_float("FURROW_LEASE_GRACE", 30.0),
+    # How often the tick loop promotes due retries and sweeps stale work.
+    "TICK_INTERVAL": env_float("FURROW_TICK_INTERVAL", 0.2),
+    # A ready step with no worker after this long is dispatched again (a lost queue message).
+    "REDISPATCH_AFTER": env_float("FURROW_REDISPATCH_AFTER", 30.0),
+    # A worker that finishes a step with exactly one successor ready runs it straight away,
+    # for at most this long, before handing work back to the broker.
+    "INLINE_BUDGET": env_float("FURROW_INLINE_BUDGET", 5.0),
+    "MAX_DEFINITION_BYTES": DATA_UPLOAD_MAX_MEMORY_SIZE,
+    "LOG_BATCH_LINES": env_int("FURROW_LOG_BATCH_LINES", 200),
+    "LOG_FLUSH_SECONDS": env_float("FURROW_LOG_FLUSH_SECONDS", 0.1),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "django-q": {"level": env_str("FURROW_Q_LOG_LEVEL", "WARNING")},
+    },
+}

@@ -1,0 +1,1 @@
+"""Execution decisions: plain Python, no Django. Given states, say what happens next."""

@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class StepsConfig(AppConfig):
+    name = "steps"
+    verbose_name = "Steps"

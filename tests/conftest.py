@@ -1,0 +1,76 @@
+"""Shared fixtures. Personas: alice (owner, staff), bob (team member), charlie (outsider)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from flows import services as flow_services
+from flows.language.parse import load_document
+from flows.models import Workflow
+from runs.engine.states import RunStatus
+from runs.models import Run, StepRun
+from runs.timers import tick
+from steps.worker import run_attempt
+
+
+@pytest.fixture
+def alice(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(
+        "alice", "alice@example.com", "alice-pw", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def bob(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("bob", "bob@example.com", "bob-pw")
+
+
+@pytest.fixture
+def api(alice: Any) -> APIClient:
+    """An API client authenticated as alice."""
+    client = APIClient()
+    client.force_authenticate(alice)
+    return client
+
+
+@pytest.fixture
+def publish() -> Callable[[str | dict], Workflow]:
+    """Publish a definition (YAML text or dict) and return its workflow."""
+
+    def _publish(definition: str | dict) -> Workflow:
+        doc = load_document(definition) if isinstance(definition, str) else definition
+        return flow_services.publish(doc).version.workflow
+
+    return _publish
+
+
+def drive(run: Run, *, timeout: float = 30.0) -> Run:
+    """Run every ready step of `run` in this process, and the timer pass, until the run is final.
+
+    The same code the Django-Q2 task and the tick loop call; only the scheduling is the test's.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = list(StepRun.objects.filter(run=run, status="ready").values_list("pk", "attempt"))
+        for step_id, attempt in ready:
+            run_attempt(step_id, attempt)
+        changed = tick()
+        run.refresh_from_db()
+        if RunStatus(run.status).is_final:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"run still {run.status} after {timeout}s: {list(run.steps.values_list('name', 'status'))}"
+            )
+        if not ready and not changed:
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def run_to_end() -> Callable[..., Run]:
+    return drive
