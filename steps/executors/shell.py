@@ -56,7 +56,7 @@ class ShellExecutor:
             return StepResult.failure(problem)
         command = _command(ctx.config)
         try:
-            proc = _start(command, ctx.config)
+            proc = _start(command, ctx.config, ctx)
         except (OSError, ValueError) as exc:
             return StepResult.failure(_start_error(command, exc))
         collector = _Collector(ctx.log)
@@ -83,25 +83,31 @@ def _command(config: Mapping[str, Any]) -> list[str]:
     return ["/bin/sh", "-c", config["run"]]
 
 
-def _environment(config: Mapping[str, Any]) -> dict[str, str]:
+def _environment(config: Mapping[str, Any], ctx: StepContext) -> dict[str, str]:
     env = dict(os.environ) if config.get("inherit_env", True) else {}
+    # Which run, step and attempt this is: scripts use them for temp files and idempotency keys.
+    env.update(FURROW_RUN_ID=ctx.run_id, FURROW_STEP=ctx.step_name, FURROW_ATTEMPT=str(ctx.attempt))
     env.update({name: _env_value(value) for name, value in config.get("env", {}).items()})
     return env
 
 
-def _env_value(value: str | float | bool) -> str:
+def _env_value(value: Any) -> str:
     # YAML and JSON spell booleans in lower case; scripts test `[ "$X" = true ]`, not `True`.
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict | list) or value is None:
+        return json.dumps(value)  # a template such as "{{ steps.a.output }}" renders to an object
     return str(value)
 
 
-def _start(command: list[str], config: Mapping[str, Any]) -> subprocess.Popen[bytes]:
+def _start(
+    command: list[str], config: Mapping[str, Any], ctx: StepContext
+) -> subprocess.Popen[bytes]:
     # A new session makes the child a process-group leader, so one killpg reaches its children too.
     return subprocess.Popen(
         command,
         cwd=config.get("cwd"),
-        env=_environment(config),
+        env=_environment(config, ctx),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,0 +1,129 @@
+"""One foreground command for the whole product: daphne, a Django-Q2 cluster and the tick loop.
+
+Each runs as its own process (never a cluster inside the web process); one that dies is
+restarted; Ctrl-C or SIGTERM stops all three: SIGTERM first, SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+GRACE_SECONDS = 10.0
+RESTART_DELAY = 1.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        # A session of its own, so a terminal's Ctrl-C reaches only the launcher, which then
+        # stops the children in order instead of all of them racing.
+        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            _signal_group(self.proc, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            _signal_group(self.proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def children(host: str, port: int) -> list[Child]:
+    manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+    daphne = [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        host,
+        "-p",
+        str(port),
+        "orchestrator.asgi:application",
+    ]
+    return [
+        Child("web", daphne),
+        Child("worker", [*manage, "qcluster"]),
+        Child("timers", [*manage, "tick"]),
+    ]
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the web server (daphne), a worker cluster (qcluster) and the timer loop until Ctrl-C."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--no-web", action="store_true", help="Only the worker cluster and timers."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        procs = children(options["host"], options["port"])
+        if options["no_web"]:
+            procs = procs[1:]
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        for child in procs:
+            child.start()
+        if not options["no_web"]:
+            self.stdout.write(
+                f"Furrow is serving on http://{options['host']}:{options['port']}/admin/ (Ctrl-C stops it)"
+            )
+        try:
+            self._watch(procs, stop)
+        finally:
+            self._stop_all(procs)
+
+    def _watch(self, procs: list[Child], stop: threading.Event) -> None:
+        while not stop.wait(0.5):
+            for child in procs:
+                if child.alive():
+                    continue
+                code = child.proc.returncode if child.proc else None
+                self.stderr.write(f"{child.name} exited with {code}; restarting it")
+                child.restarts += 1
+                time.sleep(min(RESTART_DELAY * child.restarts, 10.0))
+                child.start()
+
+    def _stop_all(self, procs: list[Child]) -> None:
+        for child in procs:
+            child.terminate()
+        deadline = time.monotonic() + GRACE_SECONDS
+        for child in procs:
+            while child.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            child.kill()
+            if child.proc is not None:
+                child.proc.wait()
+        self.stdout.write("stopped")
