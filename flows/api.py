@@ -42,8 +42,7 @@ def definition_from_request(request: Request) -> tuple[Any, str]:
         definition = body
     if not isinstance(definition, dict):
         raise DefinitionError("the definition must be an object (a mapping with name and steps)")
-    is_yaml = "yaml" in (request.content_type or "")
-    source = request.body.decode("utf-8", "replace") if is_yaml else _as_yaml(definition)
+    source = getattr(request, "raw_yaml", None) or _as_yaml(definition)
     return definition, source
 
 

@@ -43,6 +43,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, APIException):
         detail = exc.detail
         response.data = {"message": str(detail) if not isinstance(detail, dict | list) else detail}
+    else:  # Django's Http404 and PermissionDenied, which DRF answers with {"detail": ...}
+        response.data = {"message": str(response.data.get("detail", ""))}
     return response
 
 

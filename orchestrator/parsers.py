@@ -36,9 +36,26 @@ class SafeJSONParser(BaseParser):
 
 
 class YAMLParser(BaseParser):
-    """`Content-Type: application/yaml` (also text/yaml, application/x-yaml)."""
+    """`Content-Type: application/yaml`."""
 
-    media_type = "*/*yaml"
+    media_type = "application/yaml"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        return _parse(stream, "yaml")
+        data = _read(stream)
+        try:
+            doc = load_document(data, fmt="yaml")
+        except DefinitionError as exc:
+            raise ParseError(f"request body: {exc}") from None
+        request = (parser_context or {}).get("request")
+        if request is not None:
+            # The text as the user wrote it (comments included) is kept with the version.
+            request.raw_yaml = data.decode("utf-8")
+        return doc
+
+
+class TextYAMLParser(YAMLParser):
+    media_type = "text/yaml"
+
+
+class XYAMLParser(YAMLParser):
+    media_type = "application/x-yaml"

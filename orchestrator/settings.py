@@ -103,6 +103,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "orchestrator.parsers.SafeJSONParser",
         "orchestrator.parsers.YAMLParser",
+        "orchestrator.parsers.TextYAMLParser",
+        "orchestrator.parsers.XYAMLParser",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",

@@ -3,16 +3,17 @@
 A step's `with`, `env` and `when` are rendered against the run context: `input`, `steps.<name>.output`
 (a hyphenated step name is also reachable with underscores, Strøm's rule) and `run`. A string that is
 exactly one `{{ expression }}` keeps the expression's type (a number stays a number, an object an
-object); anything else renders to text. In a shell command line every substituted value is quoted
-for /bin/sh, so run input such as `$(rm -rf ~)` is printed, never executed.
+object); anything else renders to text. In a shell command line no value is ever pasted: each one
+reaches the process in an environment variable, so run input such as `$(rm -rf ~)` is printed,
+never executed.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +44,22 @@ def _to_text(value: Any) -> str:
     return str(value)
 
 
-def _shell_quote(value: Any) -> str:
-    return shlex.quote(_to_text(value))
+_SHELL_VALUES: ContextVar[list[str] | None] = ContextVar("furrow_shell_values", default=None)
+_PLACEHOLDER = re.compile("\x00(\\d+)\x00")
+SHELL_VAR_PREFIX = "FURROW_ARG_"
+
+
+def _shell_placeholder(value: Any) -> str:
+    values = _SHELL_VALUES.get()
+    if values is None:
+        raise RuntimeError("shell templates render through render_shell()")
+    values.append(_to_text(value))
+    return f"\x00{len(values) - 1}\x00"
 
 
 _TEXT_ENV = SandboxedEnvironment(undefined=StrictUndefined, finalize=_to_text, autoescape=False)
 _SHELL_ENV = SandboxedEnvironment(
-    undefined=StrictUndefined, finalize=_shell_quote, autoescape=False
+    undefined=StrictUndefined, finalize=_shell_placeholder, autoescape=False
 )
 
 
@@ -112,20 +122,23 @@ def render_value(
     shell_quoted: frozenset[str] = frozenset(),
     path: tuple[str | int, ...] = (),
 ) -> Any:
-    """Render every template string inside `value`. Keys named in `shell_quoted` (at the top level)
-    are rendered as shell command lines. Raises TemplateError naming the failing path."""
+    """Render every template string inside `value`. Raises TemplateError naming the failing path.
+
+    Top-level keys named in `shell_quoted` are shell command lines: their values are passed in
+    environment variables (added to the result's `env`) and referenced from the command line.
+    """
     if isinstance(value, dict):
-        return {
-            key: render_value(
-                item,
-                context,
-                shell_quoted=shell_quoted if path == () and key in shell_quoted else frozenset(),
-                path=(*path, key),
-            )
-            if not (path == () and key in shell_quoted and isinstance(item, str))
-            else render_shell(item, context, path=(*path, key))
-            for key, item in value.items()
-        }
+        rendered: dict[str, Any] = {}
+        shell_env: dict[str, str] = {}
+        for key, item in value.items():
+            if path == () and key in shell_quoted and isinstance(item, str):
+                rendered[key], variables = render_shell(item, context, path=(key,))
+                shell_env.update(variables)
+            else:
+                rendered[key] = render_value(item, context, path=(*path, key))
+        if shell_env:
+            rendered["env"] = {**shell_env, **(rendered.get("env") or {})}
+        return rendered
     if isinstance(value, list):
         return [render_value(item, context, path=(*path, i)) for i, item in enumerate(value)]
     if isinstance(value, str) and is_template(value):
@@ -152,11 +165,57 @@ def render_string(
 
 def render_shell(
     source: str, context: Mapping[str, Any], *, path: tuple[str | int, ...] = ()
-) -> str:
+) -> tuple[str, dict[str, str]]:
+    """A shell command line with its substituted values moved into environment variables.
+
+    Each `{{ expr }}` becomes a reference such as `"${FURROW_ARG_0}"`, quoted to suit where it
+    stands (bare, inside double quotes, inside single quotes), and the value goes into the returned
+    variables. The shell never parses a value, so input such as `$(rm -rf ~)` is data, never code,
+    wherever the template puts it.
+    """
+    values: list[str] = []
+    token = _SHELL_VALUES.set(values)
     try:
-        return _SHELL_ENV.from_string(source).render(**context)
+        text = _SHELL_ENV.from_string(source).render(**context)
     except JinjaTemplateError as exc:
         raise TemplateError(format_path(path), _describe(exc)) from None
+    finally:
+        _SHELL_VALUES.reset(token)
+    return _reference_placeholders(text), {
+        f"{SHELL_VAR_PREFIX}{i}": v for i, v in enumerate(values)
+    }
+
+
+def _reference_placeholders(text: str) -> str:
+    """Replace each placeholder with a variable reference that is safe in its quoting context."""
+    out: list[str] = []
+    state = "bare"  # or "single", "double"
+    i = 0
+    while i < len(text):
+        char = text[i]
+        match = _PLACEHOLDER.match(text, i) if char == "\x00" else None
+        if match:
+            name = f"{SHELL_VAR_PREFIX}{match.group(1)}"
+            out.append(
+                {
+                    "bare": f'"${{{name}}}"',
+                    "double": f"${{{name}}}",
+                    "single": f"'\"${{{name}}}\"'",
+                }[state]
+            )
+            i = match.end()
+            continue
+        out.append(char)
+        if char == "\\" and state != "single" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if char == "'" and state != "double":
+            state = "single" if state == "bare" else "bare"
+        elif char == '"' and state != "single":
+            state = "double" if state == "bare" else "bare"
+        i += 1
+    return "".join(out)
 
 
 def evaluate_condition(source: str | bool, context: Mapping[str, Any]) -> bool:
