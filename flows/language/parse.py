@@ -31,6 +31,8 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`; keys written beside it override, as YAML means
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if isinstance(key, list | dict):
                 continue  # the base class reports unhashable keys
@@ -51,7 +53,7 @@ def load_document(data: bytes | str, *, fmt: str = "auto", max_bytes: int | None
     Raises DefinitionError with a message a person can act on; never RecursionError or
     a parser's own exception.
     """
-    size = len(data)
+    size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     if max_bytes is not None and size > max_bytes:
         raise DefinitionError(f"document is {size:,} bytes; the limit is {max_bytes:,} bytes")
     if isinstance(data, bytes):
@@ -86,6 +88,7 @@ def _load_json(text: str) -> Any:
 
 def _load_yaml(text: str) -> Any:
     try:
+        _check_yaml_depth(text)
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -94,6 +97,21 @@ def _load_yaml(text: str) -> Any:
         raise DefinitionError(f"not valid YAML: {problem}{where}") from None
     except yaml.YAMLError as exc:
         raise DefinitionError(f"not valid YAML: {exc}") from None
+
+
+def _check_yaml_depth(text: str) -> None:
+    """libyaml builds nodes recursively in C, where a deep document overflows the C stack (a
+    segfault, not a RecursionError), so nesting is measured on the flat event stream first."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_StrictLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise DefinitionError(
+                    f"document is nested too deeply (the limit is {MAX_DEPTH} levels)"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def check_shape(doc: Any) -> None:

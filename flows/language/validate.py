@@ -21,7 +21,7 @@ from jsonschema.exceptions import SchemaError
 from flows.language.durations import parse_duration
 from flows.language.errors import DefinitionError, Problem, format_path
 from flows.language.graph import ancestors, find_cycle, topological_order
-from flows.language.schema import SHELL_SHORTHANDS, WORKFLOW
+from flows.language.schema import NAME_PATTERN, SHELL_SHORTHANDS, STEP_NAME_PATTERN, WORKFLOW
 from flows.language.spec import Backoff, OnFailure, RetryPolicy, StepSpec, WorkflowSpec
 from flows.language.templates import (
     CONTEXT_ROOTS,
@@ -127,11 +127,17 @@ def _retry_policy(raw: Mapping[str, Any]) -> RetryPolicy:
 
 
 def _schema_problems(
-    validator: Draft202012Validator, doc: Any, prefix: tuple[str | int, ...]
+    validator: Draft202012Validator,
+    doc: Any,
+    prefix: tuple[str | int, ...],
+    *,
+    templates_ok: bool = False,
 ) -> Iterator[Problem]:
     for error in validator.iter_errors(doc):
-        if isinstance(error.instance, str) and is_template(error.instance):
-            continue  # a template stands in for a value of any type; checked when it renders
+        if templates_ok and isinstance(error.instance, str) and is_template(error.instance):
+            # In a step's config a template stands in for a value of any type; checked when it
+            # renders. Elsewhere (name, steps, retry, timeout...) nothing renders it.
+            continue
         where = (*prefix, *error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
@@ -143,9 +149,16 @@ def _schema_problems(
         yield Problem(format_path(where), _schema_message(error))
 
 
+_NAME_RULES = {
+    STEP_NAME_PATTERN: "letters, digits, '_' and '-'; starting with a letter or '_'",
+    NAME_PATTERN: "letters, digits, '_', '.' and '-'; starting with a letter or digit",
+}
+
+
 def _schema_message(error: Any) -> str:
-    if error.validator == "pattern" and error.schema.get("pattern", "").startswith("^[A-Za-z"):
-        return f"{error.instance!r} is not a valid name (letters, digits, '_' and '-'; starting with a letter)"
+    rule = _NAME_RULES.get(error.schema.get("pattern", ""))
+    if error.validator == "pattern" and rule:
+        return f"{error.instance!r} is not a valid name ({rule})"
     if error.validator == "oneOf" and "description" in error.schema:
         return f"{error.instance!r} is not valid: expected {error.schema['description']}"
     return error.message
@@ -184,7 +197,8 @@ def _step_problems(steps: Mapping[str, Any], step_schemas: StepSchemas) -> list[
                 problems.append(
                     Problem(format_path((*base, "needs", index)), f"unknown step '{need}'{hint}")
                 )
-        problems += _template_problems(name, step, steps, needs)
+        if isinstance(step.get("with", {}), dict):  # else the schema has reported it
+            problems += _template_problems(name, step, steps, needs)
     cycle = find_cycle(needs)
     if cycle:
         problems.append(
@@ -227,7 +241,7 @@ def _type_problems(
     if isinstance(with_block, dict) and not problems:
         config = step_config(step)
         validator = _validator_for(step_schemas[type_name])
-        for problem in _schema_problems(validator, config, ()):
+        for problem in _schema_problems(validator, config, (), templates_ok=True):
             key = problem.path.split(".")[0].split("[")[0]
             where = base if key in SHELL_SHORTHANDS and key in step else (*base, "with")
             path = format_path(where) + ("." + problem.path if problem.path else "")
