@@ -110,7 +110,7 @@ class RunList(generics.ListAPIView):
             runs = runs.filter(workflow__name=workflow)
         run_status = self.request.query_params.get("status")
         if run_status:
-            if run_status not in RunStatus:
+            if run_status not in {s.value for s in RunStatus}:  # `str in StrEnum` raises on 3.11
                 raise ValidationError({"status": f"must be one of {', '.join(RunStatus)}"})
             runs = runs.filter(status=run_status)
         return runs

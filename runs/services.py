@@ -278,7 +278,7 @@ def append_logs(step: StepRun, attempt: int, lines: Iterable[tuple[str, str]]) -
 def reads_of(version: WorkflowVersion, spec: StepSpec) -> frozenset[str]:
     from steps.context import step_reads
 
-    return step_reads(version.pk, version.spec, spec.name)
+    return step_reads(version.content_hash, version.spec, spec.name)
 
 
 def _step_states(run_id: Any) -> dict[str, tuple[int, StepStatus, int]]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from flows.language.spec import WorkflowSpec
 from flows.language.templates import references, template_strings
 
-_CACHE: dict[tuple[int, str], frozenset[str]] = {}
+_CACHE: dict[tuple[str, str], frozenset[str]] = {}
 _CACHE_LIMIT = 20_000
 
 
-def step_reads(version_pk: int, spec: WorkflowSpec, name: str) -> frozenset[str]:
-    """Cached per (version, step): versions are immutable."""
-    key = (version_pk, name)
+def step_reads(content_hash: str, spec: WorkflowSpec, name: str) -> frozenset[str]:
+    """Cached per (definition content, step): the same content always reads the same steps."""
+    key = (content_hash, name)
     reads = _CACHE.get(key)
     if reads is None:
         if len(_CACHE) > _CACHE_LIMIT:

@@ -18,6 +18,12 @@ from runs.timers import tick
 from steps.worker import run_attempt
 
 
+@pytest.fixture(autouse=True)
+def fast_passwords(settings: Any) -> None:
+    # Personas get passwords; the default hasher costs about half a second per user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def alice(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user(
