@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
 
 from runs.timers import tick
+
+log = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -27,5 +31,12 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: stop.set())
         interval = settings.FURROW["TICK_INTERVAL"]
         while not stop.is_set():
-            if not tick():
+            try:
+                busy = tick()
+            except DatabaseError:
+                # A locked or restarting database must not end the timers; the next pass retries.
+                log.exception("timer pass failed")
+                close_old_connections()
+                busy = 0
+            if not busy:
                 stop.wait(interval)
