@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from flows.language.parse import load_document
@@ -22,8 +23,7 @@ class Published:
 
 
 def parse_definition(data: bytes | str, *, fmt: str = "auto") -> Any:
-    from django.conf import settings
-
+    """Parse a definition a user sent, within the configured size limit."""
     return load_document(data, fmt=fmt, max_bytes=settings.FURROW["MAX_DEFINITION_BYTES"])
 
 
