@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from django.conf import settings
 from django.db import models
 
@@ -52,27 +50,19 @@ class WorkflowVersion(models.Model):
 
     @property
     def spec(self) -> WorkflowSpec:
-        return compiled_spec(self.pk, self.content_hash, self.definition)
+        return compiled_spec(self.content_hash, self.definition)
 
 
-def compiled_spec(pk: int, content_hash: str, definition: dict) -> WorkflowSpec:
-    """A version's compiled spec, cached per process: versions are immutable, so it never goes stale."""
-    return _compiled(pk, content_hash, _Frozen(definition))
+_SPECS: dict[str, WorkflowSpec] = {}
+_SPECS_LIMIT = 512
 
 
-class _Frozen:
-    """Carries the definition into the cache without making it part of the key."""
-
-    def __init__(self, value: dict) -> None:
-        self.value = value
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return True
-
-
-@lru_cache(maxsize=512)
-def _compiled(pk: int, content_hash: str, definition: _Frozen) -> WorkflowSpec:
-    return build_spec(definition.value)
+def compiled_spec(content_hash: str, definition: dict) -> WorkflowSpec:
+    """A version's compiled spec, cached per process by content: the same content always compiles
+    to the same spec, so an entry never goes stale."""
+    spec = _SPECS.get(content_hash)
+    if spec is None:
+        if len(_SPECS) >= _SPECS_LIMIT:
+            _SPECS.clear()
+        spec = _SPECS[content_hash] = build_spec(definition)
+    return spec
