@@ -1,12 +1,19 @@
+"""The catalogue in the admin: workflows (pause and resume are actions) and their versions."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from flows.models import Workflow, WorkflowVersion
+from runs import services
+from runs.engine.states import RunStatus
 
 
 def pretty_json(value: Any) -> str:
@@ -30,15 +37,55 @@ class VersionInline(admin.TabularInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ["name", "description", "latest_version", "updated_at"]
+    list_display = ["name", "description", "latest_version", "paused", "updated_at"]
+    list_filter = ["paused"]
     search_fields = ["name", "description"]
-    readonly_fields = ["name", "latest_version", "created_at", "updated_at"]
-    fields = ["name", "description", "latest_version", "created_at", "updated_at"]
+    # `paused` changes only through the actions: the service records the event and admits the
+    # queued runs on resume, which saving a form would not.
+    readonly_fields = ["name", "latest_version", "paused", "created_at", "updated_at"]
+    fields = ["name", "description", "latest_version", "paused", "created_at", "updated_at"]
     list_select_related = ["latest_version__workflow"]
     inlines = [VersionInline]
+    actions = ["pause", "resume"]
 
     def has_add_permission(self, request: Any) -> bool:
         return False  # workflows are published (API, import_workflows), not typed into a form
+
+    @admin.action(
+        description="Pause the selected workflows (new runs queue)", permissions=["change"]
+    )
+    def pause(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        for workflow in queryset:
+            self.message_user(request, *switch(workflow, pause_one, request.user))
+
+    @admin.action(description="Resume the selected workflows", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        for workflow in queryset:
+            self.message_user(request, *switch(workflow, resume_one, request.user))
+
+
+def switch(
+    workflow: Workflow, change: Callable[[Workflow, str], str], user: Any
+) -> tuple[str, int]:
+    """Pause or resume one workflow: the message for the user and its level."""
+    try:
+        done = change(workflow, f"user:{user.get_username()}")
+    except services.InvalidTransition as exc:
+        return f"{workflow}: {exc}", messages.ERROR
+    return f"{workflow}: {done}", messages.SUCCESS
+
+
+def pause_one(workflow: Workflow, actor: str) -> str:
+    services.pause_workflow(workflow, actor=actor)
+    return "paused; new runs queue until it is resumed."
+
+
+def resume_one(workflow: Workflow, actor: str) -> str:
+    queued = workflow.runs.filter(status=RunStatus.QUEUED)
+    before = queued.count()
+    services.resume_workflow(workflow, actor=actor)
+    # Resuming admits queued runs while there is room (max_runs): say how many went.
+    return f"resumed; {before - queued.count()} queued run(s) started."
 
 
 @admin.register(WorkflowVersion)

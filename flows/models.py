@@ -15,6 +15,9 @@ class Workflow(models.Model):
     latest_version = models.ForeignKey(
         "WorkflowVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    paused = models.BooleanField(
+        default=False, help_text="New and queued runs wait until the workflow is resumed."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

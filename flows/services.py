@@ -12,7 +12,7 @@ from flows.language.parse import load_document
 from flows.language.validate import compile_definition, content_hash
 from flows.models import Workflow, WorkflowVersion
 from runs.models import Event
-from steps.registry import step_type_schemas
+from steps.registry import LANGUAGE_CHECKS, step_type_schemas
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def publish(
     Raises DefinitionError listing every problem; nothing is written then. Publishing content
     identical to the latest version returns that version with `created=False`.
     """
-    spec = compile_definition(definition, step_type_schemas())
+    spec = compile_definition(definition, step_type_schemas(), LANGUAGE_CHECKS)
     digest = content_hash(definition)
     with transaction.atomic():
         workflow, _ = Workflow.objects.select_for_update().get_or_create(name=spec.name)

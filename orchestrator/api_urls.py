@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from flows import api as flows_api
 from runs import api as runs_api
+from runs import stream_views
+from steps import api as steps_api
+from steps import catalogue_api
 
 urlpatterns = [
     path("workflows", flows_api.WorkflowList.as_view(), name="workflow-list"),
@@ -17,6 +20,42 @@ urlpatterns = [
     path("workflows/<str:name>/runs", runs_api.WorkflowRuns.as_view(), name="workflow-runs"),
     path("runs", runs_api.RunList.as_view(), name="run-list"),
     path("runs/<uuid:pk>", runs_api.RunDetail.as_view(), name="run-detail"),
-    path("runs/<uuid:pk>/logs", runs_api.RunLogs.as_view(), name="run-logs"),
+    path("", include("runs.ingest_urls")),  # runs/<id>/logs: GET reads, POST ingests
+    path("runs/<uuid:pk>/events/stream", stream_views.run_events, name="run-events-stream"),
+    path("runs/<uuid:pk>/logs/stream", stream_views.run_logs, name="run-logs-stream"),
+    path("events/stream", stream_views.all_events, name="events-stream"),
     path("runs/<uuid:pk>/events", runs_api.RunEvents.as_view(), name="run-events"),
+    path(
+        "runs/<uuid:pk>/approvals/<str:step>", runs_api.RunApproval.as_view(), name="run-approval"
+    ),
+    path("approvals", runs_api.ApprovalList.as_view(), name="approval-list"),
+    path("runs/<uuid:pk>/pause", runs_api.RunPause.as_view(), name="run-pause"),
+    path("runs/<uuid:pk>/resume", runs_api.RunResume.as_view(), name="run-resume"),
+    path("runs/<uuid:pk>/rerun", runs_api.RunRerun.as_view(), name="run-rerun"),
+    path("workflows/<str:name>/pause", runs_api.WorkflowPause.as_view(), name="workflow-pause"),
+    path("workflows/<str:name>/resume", runs_api.WorkflowResume.as_view(), name="workflow-resume"),
+    path("dead-letters", runs_api.DeadLetterList.as_view(), name="dead-letter-list"),
+    path("dead-letters/<int:pk>", runs_api.DeadLetterDetail.as_view(), name="dead-letter-detail"),
+    path(
+        "dead-letters/<int:pk>/requeue",
+        runs_api.DeadLetterRequeue.as_view(),
+        name="dead-letter-requeue",
+    ),
+    path(
+        "dead-letters/<int:pk>/discard",
+        runs_api.DeadLetterDiscard.as_view(),
+        name="dead-letter-discard",
+    ),
+    path("runs/<uuid:pk>/cancel", runs_api.RunCancel.as_view(), name="run-cancel"),
+    path("callbacks/<str:token>", runs_api.CallbackView.as_view(), name="callback"),
+    path("step-types", catalogue_api.StepTypeList.as_view(), name="step-type-list"),
+    path(
+        "step-types/<str:type_name>",
+        catalogue_api.StepTypeDetail.as_view(),
+        name="step-type-detail",
+    ),
+    path("secrets", steps_api.SecretList.as_view(), name="secret-list"),
+    path("secrets/<str:name>", steps_api.SecretDetail.as_view(), name="secret-detail"),
+    path("", include("steps.api_urls")),
+    path("", include("runs.hooks_urls")),
 ]

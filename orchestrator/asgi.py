@@ -1,12 +1,16 @@
-"""ASGI entry point for daphne: HTTP (and, as the streams arrive, WebSockets through Channels)."""
+"""ASGI entry point for daphne: HTTP through Django, WebSockets through Channels."""
 
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+# Database connections come from a bounded pool in this process (orchestrator/env.py says why).
+os.environ.setdefault("FURROW_WEB_PROCESS", "1")
 
-from channels.routing import ProtocolTypeRouter
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
@@ -14,4 +18,16 @@ from django.core.asgi import get_asgi_application
 # keeps `make run` to one command (DESIGN.md, Stack notes).
 django_asgi = ASGIStaticFilesHandler(get_asgi_application())
 
-application = ProtocolTypeRouter({"http": django_asgi})
+# The consumers import models, so only after get_asgi_application() has set Django up.
+from runs import ws_routing  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi,
+        # A browser sends cookies with a cross-site WebSocket handshake: refusing foreign origins
+        # is what keeps another site from riding a logged-in user's session.
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(ws_routing.websocket_urlpatterns))
+        ),
+    }
+)

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -62,8 +63,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_from_url(url: str, sqlite_default: Path) -> dict:
-    """Django DATABASES['default'] for a `DATABASE_URL` (sqlite:///path or postgres://...)."""
+def database_from_url(
+    url: str, sqlite_default: Path, *, web: bool = False, pool_size: int = 16
+) -> dict:
+    """Django DATABASES['default'] for a `DATABASE_URL` (sqlite:///path or postgres://...).
+
+    `web` is the daphne process. Under ASGI every request runs its queries on a thread of its
+    own, so a persistent connection per thread would mean one server connection per open stream
+    and a hundred watchers would exhaust PostgreSQL; the web process borrows from a bounded pool
+    instead (Django's advice for ASGI), and waits for a free connection rather than failing.
+    """
     if not url:
         return sqlite_settings(sqlite_default)
     parts = urlsplit(url)
@@ -73,7 +82,9 @@ def database_from_url(url: str, sqlite_default: Path) -> dict:
         path = path[1:] if path.startswith("//") else path.lstrip("/") or str(sqlite_default)
         return sqlite_settings(Path(path))
     if parts.scheme in {"postgres", "postgresql", "pgsql"}:
-        options = dict(parse_qsl(parts.query))
+        options: dict = dict(parse_qsl(parts.query))
+        if web:
+            options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 30}
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")) or "postgres",
@@ -83,8 +94,8 @@ def database_from_url(url: str, sqlite_default: Path) -> dict:
             "PORT": str(parts.port or ""),
             # Django-Q2 closes old connections around every dequeue; a short-lived connection
             # per task cost 6x throughput (DESIGN.md, Stack notes), so keep them.
-            "CONN_MAX_AGE": 300,
-            "CONN_HEALTH_CHECKS": True,
+            "CONN_MAX_AGE": 0 if web else 300,
+            "CONN_HEALTH_CHECKS": not web,
             "OPTIONS": options,
         }
     raise ImproperlyConfigured(
@@ -124,3 +135,42 @@ def secret_key(var_dir: Path) -> str:
     path.write_text(key)
     path.chmod(0o600)
     return key
+
+
+def secrets_keys(var_dir: Path) -> list[str]:
+    """Fernet keys for secrets at rest: `FURROW_SECRETS_KEY` (comma-separated, the first encrypts,
+    all decrypt), else one generated once into var/secrets.key.
+
+    Raises ImproperlyConfigured for a key that is not a Fernet key, at startup rather than at the
+    first secret a step reads. The message names the key by position, never by value.
+    """
+    raw = os.environ.get("FURROW_SECRETS_KEY", "")
+    if raw.strip():
+        return _fernet_keys(raw.split(","), "FURROW_SECRETS_KEY")
+    path = var_dir / "secrets.key"
+    if path.exists():
+        return _fernet_keys([path.read_text()], str(path))
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    # Created 0600 from the start: a chmod after writing would leave a moment when others can read it.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first; use theirs
+        return _fernet_keys([path.read_text()], str(path))
+    with os.fdopen(fd, "w") as file:
+        file.write(key)
+    return [key]
+
+
+def _fernet_keys(items: list[str], source: str) -> list[str]:
+    keys = [item.strip() for item in items]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{source}: key #{position} is not a valid Fernet key (32 url-safe base64-encoded "
+                "bytes; make one with `python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`)"
+            ) from None
+    return keys

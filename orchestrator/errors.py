@@ -12,7 +12,7 @@ from rest_framework.views import exception_handler as drf_handler
 
 from flows.language.errors import DefinitionError
 from flows.language.inputs import InputError
-from runs.services import InvalidTransition
+from runs.services import ApprovalDataError, InvalidTransition
 
 
 def problems_body(exc: DefinitionError, message: str) -> dict[str, Any]:
@@ -23,6 +23,8 @@ def problems_body(exc: DefinitionError, message: str) -> dict[str, Any]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApprovalDataError):
+        return Response(problems_body(exc, "invalid approval"), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, InputError):
         return Response(problems_body(exc, "invalid run input"), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DefinitionError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.utils.http import parse_header_parameters
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
@@ -59,3 +60,24 @@ class TextYAMLParser(YAMLParser):
 
 class XYAMLParser(YAMLParser):
     media_type = "application/x-yaml"
+
+
+class PlainTextParser(BaseParser):
+    """`Content-Type: text/plain`: the body as a str, decoded with its `charset` (UTF-8 if none).
+
+    Bytes that are invalid in that charset become U+FFFD instead of failing the request; a charset
+    Python does not know is a 400. Only views that ask for it use this parser (log ingestion).
+    """
+
+    media_type = "text/plain"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> str:
+        data = _read(stream)
+        _, params = parse_header_parameters(media_type or self.media_type)
+        charset = params.get("charset", "").strip() or "utf-8"
+        try:
+            return data.decode(charset, errors="replace")
+        except LookupError:  # unknown, or not a text encoding (base64, rot13)
+            raise ParseError(f"request body: unknown charset {charset!r}") from None
+        except UnicodeError:  # a codec without the "replace" handler (idna)
+            raise ParseError(f"request body: cannot decode it as {charset!r}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from orchestrator.env import (
     database_from_url,
@@ -12,6 +13,7 @@ from orchestrator.env import (
     env_list,
     env_str,
     secret_key,
+    secrets_keys,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -19,6 +21,8 @@ VAR_DIR = Path(env_str("FURROW_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = secret_key(VAR_DIR)
+# Fernet keys for `steps.Secret` values: the first encrypts, all decrypt (rotation).
+FURROW_SECRETS_KEYS = secrets_keys(VAR_DIR)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -71,7 +75,15 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": database_from_url(env_str("DATABASE_URL"), VAR_DIR / "furrow.sqlite3")}
+# orchestrator/asgi.py marks the web process before settings load.
+DATABASES = {
+    "default": database_from_url(
+        env_str("DATABASE_URL"),
+        VAR_DIR / "furrow.sqlite3",
+        web=env_bool("FURROW_WEB_PROCESS"),
+        pool_size=env_int("FURROW_WEB_DB_POOL", 16),
+    )
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -151,6 +163,10 @@ FURROW = {
     "DEFAULT_STEP_TIMEOUT": env_float("FURROW_DEFAULT_STEP_TIMEOUT", 3600.0),
     # A claimed step whose worker stops answering is declared lost this long after its timeout.
     "LEASE_GRACE": env_float("FURROW_LEASE_GRACE", 30.0),
+    # A running attempt's worker renews its lease every HEARTBEAT seconds; a lease not renewed for
+    # LEASE_SECONDS (a killed worker) is reaped and the attempt recorded as lost.
+    "HEARTBEAT": env_float("FURROW_HEARTBEAT", 1.0),
+    "LEASE_SECONDS": env_float("FURROW_LEASE_SECONDS", 15.0),
     # How often the tick loop promotes due retries and sweeps stale work.
     "TICK_INTERVAL": env_float("FURROW_TICK_INTERVAL", 0.2),
     # A ready step with no worker after this long is dispatched again (a lost queue message).
@@ -161,6 +177,69 @@ FURROW = {
     "MAX_DEFINITION_BYTES": DATA_UPLOAD_MAX_MEMORY_SIZE,
     "LOG_BATCH_LINES": env_int("FURROW_LOG_BATCH_LINES", 200),
     "LOG_FLUSH_SECONDS": env_float("FURROW_LOG_FLUSH_SECONDS", 0.1),
+    # Lines one POST /api/v1/runs/{id}/logs may bring.
+    "MAX_INGEST_LINES": env_int("FURROW_MAX_INGEST_LINES", 10_000),
+    # How often a stream (SSE, WebSocket) looks for new rows while it has nothing to send.
+    "STREAM_POLL": env_float("FURROW_STREAM_POLL", 0.05),
+    # Where services reach this Furrow for callbacks (http_async steps).
+    "PUBLIC_URL": env_str("FURROW_PUBLIC_URL", "http://127.0.0.1:8000"),
+}
+
+
+# Connectors, circuit breakers, rate limits and health checks (README.md, "Connectors, ...").
+def _json_setting(name: str, kind: type = dict) -> Any:
+    """A JSON object (or, with `kind=list`, array) from the variable `name`, or from the JSON or
+    YAML file it names."""
+    import json
+
+    import yaml
+    from django.core.exceptions import ImproperlyConfigured
+
+    raw = env_str(name).strip()
+    if not raw:
+        return kind()
+    try:
+        if raw.startswith(("{", "[")):
+            value = json.loads(raw)
+        else:
+            text = Path(raw).read_text(encoding="utf-8")
+            value = yaml.safe_load(text) if raw.endswith((".yaml", ".yml")) else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    if not isinstance(value, kind):
+        what = "a JSON array" if kind is list else "a JSON object"
+        raise ImproperlyConfigured(f"{name} must hold {what}")
+    return value
+
+
+FURROW |= {
+    # Named HTTP services (steps.connectors), merged over the presets; admin rows win over both.
+    "CONNECTORS": _json_setting("FURROW_CONNECTORS"),
+    "PRESET_URLS": {
+        "ai_router": env_str("FURROW_AI_ROUTER_URL", "http://127.0.0.1:8080"),
+        "web": env_str("FURROW_WEB_URL", "http://127.0.0.1:8081"),
+        "memarch": env_str("FURROW_MEMARCH_URL", "http://127.0.0.1:8082"),
+        "scm": env_str("FURROW_SCM_URL", "http://127.0.0.1:8083"),
+    },
+    # Other processes see an admin edit of a connector after at most this long.
+    "CONNECTOR_CACHE_SECONDS": env_float("FURROW_CONNECTOR_CACHE_SECONDS", 5.0),
+    # Requests per second by step type or target: {"http": 20, "connector:web": 2}.
+    "RATE_LIMITS": _json_setting("FURROW_RATE_LIMITS"),
+    "HEALTH_INTERVAL": env_float("FURROW_HEALTH_INTERVAL", 30.0),
+    "HEALTH_TIMEOUT": env_float("FURROW_HEALTH_TIMEOUT", 3.0),
+}
+
+# Outbound event hooks (runs.hooks; README.md, "Outbound event hooks").
+FURROW |= {
+    # [{name, url, event_types, workflows, secret, ...}], synced into HookEndpoint rows when the
+    # tick loop starts; an admin row of the same name wins.
+    "HOOKS": _json_setting("FURROW_HOOKS", list),
+    # Seconds the hook thread of the tick loop sleeps when it found nothing to do.
+    "HOOK_POLL": env_float("FURROW_HOOK_POLL", 0.5),
+    # Deliveries sent at once per pass (at most 4 of them to one endpoint).
+    "HOOK_CONCURRENCY": env_int("FURROW_HOOK_CONCURRENCY", 16),
+    # Retries wait 1 s, 2 s, 4 s ... up to this many seconds.
+    "HOOK_MAX_BACKOFF": env_float("FURROW_HOOK_MAX_BACKOFF", 300.0),
 }
 
 LOGGING = {

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows.models import Workflow
-from runs import services
+from runs import recovery, services
 from runs.engine.states import RunStatus
-from runs.models import Event, LogLine, Run
+from runs.models import Approval, DeadLetter, Event, LogLine, Run
 from runs.serializers import (
+    ApprovalSerializer,
+    DeadLetterSerializer,
+    DecisionSerializer,
     EventSerializer,
     LogLineSerializer,
+    RerunSerializer,
     RunDetailSerializer,
     RunSerializer,
     StartRunSerializer,
 )
+from steps.executors.base import StepResult
 
 MAX_PAGE = 10_000
 
@@ -41,7 +47,9 @@ class PlainTextRenderer(BaseRenderer):
 
 
 def run_detail_queryset() -> QuerySet[Run]:
-    return Run.objects.select_related("workflow", "version").prefetch_related("steps")
+    return Run.objects.select_related("workflow", "version", "parent_step").prefetch_related(
+        "steps"
+    )
 
 
 def _cursor(request: Request, name: str = "after") -> int:
@@ -73,7 +81,9 @@ class WorkflowRuns(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Run]:
         workflow = get_object_or_404(Workflow, name=self.kwargs["name"])
-        return Run.objects.filter(workflow=workflow).select_related("workflow", "version")
+        return Run.objects.filter(workflow=workflow).select_related(
+            "workflow", "version", "parent_step"
+        )
 
     def post(self, request: Request, name: str) -> Response:
         workflow = get_object_or_404(Workflow.objects.select_related("latest_version"), name=name)
@@ -82,21 +92,27 @@ class WorkflowRuns(generics.ListAPIView):
             raise ValidationError(
                 {"non_field_errors": 'the body must be an object such as {"input": {...}}'}
             )
-        extra = sorted(set(body) - {"input"})
+        extra = sorted(set(body) - {"input", "idempotency_key", "priority"})
         if extra:
             raise ValidationError(dict.fromkeys(extra, "unknown field"))
+        header_key = request.headers.get("Idempotency-Key", "")
+        if header_key and "idempotency_key" not in body:
+            body = {**body, "idempotency_key": header_key}
         params = StartRunSerializer(data=body)
         params.is_valid(raise_exception=True)
         run = services.start_run(
             workflow,
             params.validated_data["input"],
             user=request.user,
-            actor=f"user:{request.user.get_username()}",
+            actor=_actor(request),
             source="api",
+            idempotency_key=params.validated_data["idempotency_key"],
+            priority=params.validated_data["priority"],
         )
+        created = getattr(run, "created", True)
         return Response(
             RunDetailSerializer(run_detail_queryset().get(pk=run.pk)).data,
-            status=status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
 
@@ -104,7 +120,7 @@ class RunList(generics.ListAPIView):
     serializer_class = RunSerializer
 
     def get_queryset(self) -> QuerySet[Run]:
-        runs = Run.objects.select_related("workflow", "version")
+        runs = Run.objects.select_related("workflow", "version", "parent_step")
         workflow = self.request.query_params.get("workflow")
         if workflow:
             runs = runs.filter(workflow__name=workflow)
@@ -163,3 +179,240 @@ class RunLogs(APIView):
                 "next_after": page[-1].id if page else _cursor(request),
             }
         )
+
+
+class RunCancel(APIView):
+    """POST: cancel a run that has not ended (and its child runs). 409 if it already ended."""
+
+    def post(self, request: Request, pk: Any) -> Response:
+        run = get_object_or_404(Run, pk=pk)
+        body = request.data if isinstance(request.data, dict) else {}
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 1000:
+            raise ValidationError({"reason": "must be a string of at most 1000 characters"})
+        services.cancel_run(run, actor=f"user:{request.user.get_username()}", reason=reason)
+        return Response(RunDetailSerializer(run_detail_queryset().get(pk=run.pk)).data)
+
+
+class CallbackView(APIView):
+    """POST: a service completes the http_async step that gave it this single-use URL.
+
+    The token is the credential, so no user authentication applies. The body is
+    `{"output": {...}}` or `{"error": "..."}`, or Spuds' `{"success": bool, "outputs": {...},
+    "error": "..."}`. A malformed body is a 400 and leaves the token usable; an unknown token is a
+    404; a used or expired one, or one whose step no longer waits, is a 410.
+    """
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    def post(self, request: Request, token: str) -> Response:
+        result = callback_result(request.data)
+        try:
+            step = services.deliver_callback(token, result)
+        except services.CallbackRejected as exc:
+            code = status.HTTP_410_GONE if exc.gone else status.HTTP_404_NOT_FOUND
+            return Response({"message": str(exc)}, status=code)
+        return Response({"run": str(step.run_id), "step": step.name, "accepted": True})
+
+
+MAX_CALLBACK_ERROR = 10_000
+
+
+def callback_result(body: Any) -> StepResult:
+    """The StepResult a callback body describes; ValidationError (400) when it is malformed."""
+    if not isinstance(body, dict):
+        raise ValidationError(
+            {"non_field_errors": 'the body must be a JSON object such as {"output": {...}}'}
+        )
+    known = {"success", "output", "outputs", "error"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise ValidationError(dict.fromkeys(unknown, "unknown field"))
+    if "output" in body and "outputs" in body:
+        raise ValidationError({"outputs": "give output or outputs, not both"})
+    output_key = "outputs" if "outputs" in body else "output"
+    output = body.get(output_key, {})
+    if output is None:
+        output = {}
+    if not isinstance(output, dict):
+        raise ValidationError({output_key: "must be an object"})
+    error = body.get("error")
+    if error is not None and (not isinstance(error, str) or not error.strip()):
+        raise ValidationError({"error": "must be a non-empty string"})
+    success = body.get("success")
+    if success is not None and not isinstance(success, bool):
+        raise ValidationError({"success": "must be true or false"})
+    ok = success if success is not None else error is None
+    if ok and error is not None and success is None:
+        ok = False
+    if not ok:
+        message = (error or "the service reported a failure")[:MAX_CALLBACK_ERROR]
+        return StepResult.failure(message, output=output or None)
+    return StepResult.success(output)
+
+
+class ApprovalList(generics.ListAPIView):
+    """Approvals, newest first: `?status=pending` (the inbox), `?run=<id>`, `?workflow=<name>`,
+    `?mine=1` (only those the caller may decide)."""
+
+    serializer_class = ApprovalSerializer
+
+    def get_queryset(self) -> QuerySet[Approval]:
+        approvals = Approval.objects.select_related("run__workflow", "step_run", "decided_by")
+        params = self.request.query_params
+        wanted = params.get("status")
+        if wanted:
+            known = {"pending", "decided", "expired", "dropped"}
+            if wanted not in known:
+                raise ValidationError({"status": f"must be one of {', '.join(sorted(known))}"})
+            approvals = approvals.filter(status=wanted)
+        if params.get("run"):
+            approvals = approvals.filter(run_id=_uuid(params["run"], "run"))
+        if params.get("workflow"):
+            approvals = approvals.filter(run__workflow__name=params["workflow"])
+        if params.get("mine") in ("1", "true"):
+            user = self.request.user
+            allowed = [a.pk for a in approvals if services.can_decide(user, a.approvers)]
+            approvals = approvals.filter(pk__in=allowed)
+        return approvals
+
+
+class RunApproval(APIView):
+    """POST `{"decision": "approve"|"reject", "comment": ..., "data": {...}}` decides the pending
+    approval of a step: 200 with the approval; 409 when there is none (or another decision won);
+    403 for someone not among its approvers; 400 when `data` does not fit its form."""
+
+    def post(self, request: Request, pk: Any, step: str) -> Response:
+        run = get_object_or_404(Run, pk=pk)
+        body = request.data if isinstance(request.data, dict) else None
+        if body is None:
+            raise ValidationError(
+                {"non_field_errors": 'the body must be an object such as {"decision": "approve"}'}
+            )
+        extra = sorted(set(body) - {"decision", "comment", "data"})
+        if extra:
+            raise ValidationError(dict.fromkeys(extra, "unknown field"))
+        params = DecisionSerializer(data=body)
+        params.is_valid(raise_exception=True)
+        try:
+            approval = services.decide(
+                run,
+                step,
+                params.validated_data["decision"],
+                user=request.user,
+                comment=params.validated_data["comment"],
+                data=params.validated_data["data"],
+            )
+        except services.NotAnApprover as exc:
+            raise PermissionDenied(str(exc)) from None
+        return Response(ApprovalSerializer(approval).data)
+
+
+def _uuid(raw: str, name: str) -> str:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise ValidationError({name: f"must be a run id, not {raw!r}"}) from None
+
+
+def _actor(request: Request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+class RunPause(APIView):
+    """POST: nothing new starts in the run; running steps finish. 409 unless it is running."""
+
+    def post(self, request: Request, pk: Any) -> Response:
+        run = services.pause_run(get_object_or_404(Run, pk=pk), actor=_actor(request))
+        return Response(RunDetailSerializer(run_detail_queryset().get(pk=run.pk)).data)
+
+
+class RunResume(APIView):
+    """POST: a paused run goes on. 409 unless it is paused."""
+
+    def post(self, request: Request, pk: Any) -> Response:
+        run = services.resume_run(get_object_or_404(Run, pk=pk), actor=_actor(request))
+        return Response(RunDetailSerializer(run_detail_queryset().get(pk=run.pk)).data)
+
+
+class RunRerun(APIView):
+    """POST `{}` retries an ended run from its failed steps, keeping what succeeded;
+    `{"from_step": s, "input": {...}}` runs s and everything after it again (with new input);
+    `{"only_step": s}` replays s alone. 201 with the new run (`rerun_of` links them)."""
+
+    def post(self, request: Request, pk: Any) -> Response:
+        old = get_object_or_404(Run.objects.select_related("version", "workflow"), pk=pk)
+        body = request.data if isinstance(request.data, dict) else None
+        if body is None:
+            raise ValidationError({"non_field_errors": "the body must be an object"})
+        extra = sorted(set(body) - {"from_step", "only_step", "input"})
+        if extra:
+            raise ValidationError(dict.fromkeys(extra, "unknown field"))
+        params = RerunSerializer(data=body)
+        params.is_valid(raise_exception=True)
+        new = recovery.rerun(old, user=request.user, actor=_actor(request), **params.validated_data)
+        return Response(
+            RunDetailSerializer(run_detail_queryset().get(pk=new.pk)).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class WorkflowPause(APIView):
+    def post(self, request: Request, name: str) -> Response:
+        workflow = services.pause_workflow(
+            get_object_or_404(Workflow, name=name), actor=_actor(request)
+        )
+        return Response({"name": workflow.name, "paused": workflow.paused})
+
+
+class WorkflowResume(APIView):
+    def post(self, request: Request, name: str) -> Response:
+        workflow = services.resume_workflow(
+            get_object_or_404(Workflow, name=name), actor=_actor(request)
+        )
+        return Response({"name": workflow.name, "paused": workflow.paused})
+
+
+class DeadLetterList(generics.ListAPIView):
+    """Dead letters, newest first; `?status=open|requeued|discarded`, `?workflow=`, `?run=`."""
+
+    serializer_class = DeadLetterSerializer
+
+    def get_queryset(self) -> QuerySet[DeadLetter]:
+        letters = DeadLetter.objects.select_related("run__workflow", "step_run", "resolved_by")
+        params = self.request.query_params
+        if params.get("status"):
+            if params["status"] not in ("open", "requeued", "discarded"):
+                raise ValidationError({"status": "must be one of open, requeued, discarded"})
+            letters = letters.filter(status=params["status"])
+        if params.get("workflow"):
+            letters = letters.filter(run__workflow__name=params["workflow"])
+        if params.get("run"):
+            letters = letters.filter(run_id=_uuid(params["run"], "run"))
+        return letters
+
+
+class DeadLetterDetail(generics.RetrieveAPIView):
+    serializer_class = DeadLetterSerializer
+    queryset = DeadLetter.objects.select_related("run__workflow", "step_run", "resolved_by")
+
+
+class DeadLetterRequeue(APIView):
+    """POST: run the step again with fresh attempts, reopening its run. 409 unless open."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        letter = get_object_or_404(DeadLetter, pk=pk)
+        recovery.requeue_dead_letter(letter, user=request.user, actor=_actor(request))
+        letter.refresh_from_db()
+        return Response(DeadLetterSerializer(letter).data)
+
+
+class DeadLetterDiscard(APIView):
+    """POST: close the dead letter without running anything. 409 unless open."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        letter = get_object_or_404(DeadLetter, pk=pk)
+        recovery.discard_dead_letter(letter, user=request.user, actor=_actor(request))
+        letter.refresh_from_db()
+        return Response(DeadLetterSerializer(letter).data)

@@ -2,10 +2,14 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from runs.models import Event, LogLine, Run, StepRun
+from runs.models import Approval, DeadLetter, Event, LogLine, Run, StepRun
 
 
 class StepRunSerializer(serializers.ModelSerializer):
+    waiting_for = serializers.SerializerMethodField()
+    due_at = serializers.DateTimeField(source="next_attempt_at", read_only=True)
+    chosen = serializers.JSONField(source="branch", read_only=True)
+
     class Meta:
         model = StepRun
         fields = [
@@ -15,14 +19,26 @@ class StepRunSerializer(serializers.ModelSerializer):
             "attempt",
             "output",
             "error",
+            "waiting_for",
+            "due_at",
+            "chosen",
+            "item_index",
+            "item",
             "started_at",
             "finished_at",
         ]
+
+    def get_waiting_for(self, step: StepRun) -> str | None:
+        """callback, timer, subflow or items while the step waits; else null."""
+        if step.status != "waiting" or not step.waiting:
+            return None
+        return step.waiting.get("kind")
 
 
 class RunSerializer(serializers.ModelSerializer):
     workflow = serializers.CharField(source="workflow.name", read_only=True)
     version = serializers.IntegerField(source="version.number", read_only=True)
+    parent_run = serializers.UUIDField(source="parent_step.run_id", default=None, read_only=True)
 
     class Meta:
         model = Run
@@ -35,6 +51,12 @@ class RunSerializer(serializers.ModelSerializer):
             "output",
             "error",
             "source",
+            "parent_run",
+            "depth",
+            "priority",
+            "idempotency_key",
+            "rerun_of",
+            "deadline_at",
             "created_at",
             "started_at",
             "finished_at",
@@ -67,3 +89,71 @@ class LogLineSerializer(serializers.ModelSerializer):
 
 class StartRunSerializer(serializers.Serializer):
     input = serializers.JSONField(required=False, default=dict)
+    idempotency_key = serializers.CharField(
+        required=False, allow_blank=False, max_length=200, default=""
+    )
+    priority = serializers.IntegerField(required=False, min_value=1, max_value=10, default=None)
+
+
+class RerunSerializer(serializers.Serializer):
+    from_step = serializers.CharField(required=False, default=None)
+    only_step = serializers.CharField(required=False, default=None)
+    input = serializers.JSONField(required=False, default=None)
+
+
+class DeadLetterSerializer(serializers.ModelSerializer):
+    run = serializers.UUIDField(source="run_id", read_only=True)
+    workflow = serializers.CharField(source="run.workflow.name", read_only=True)
+    step = serializers.CharField(source="step_run.name", read_only=True)
+    resolved_by = serializers.CharField(source="resolved_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = DeadLetter
+        fields = [
+            "id",
+            "run",
+            "workflow",
+            "step",
+            "attempts",
+            "error",
+            "config",
+            "status",
+            "resolved_by",
+            "resolved_at",
+            "created_at",
+        ]
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    run = serializers.UUIDField(source="run_id", read_only=True)
+    workflow = serializers.CharField(source="run.workflow.name", read_only=True)
+    step = serializers.CharField(source="step_run.name", read_only=True)
+    decided_by = serializers.CharField(source="decided_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = Approval
+        fields = [
+            "id",
+            "run",
+            "workflow",
+            "step",
+            "kind",
+            "status",
+            "decision",
+            "approvers",
+            "message",
+            "form",
+            "default",
+            "expires_at",
+            "decided_by",
+            "decided_at",
+            "comment",
+            "data",
+            "created_at",
+        ]
+
+
+class DecisionSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+    data = serializers.JSONField(required=False, default=None)

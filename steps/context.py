@@ -24,8 +24,13 @@ def _compute(spec: WorkflowSpec, name: str) -> frozenset[str]:
     step = spec.step(name)
     names = {s.name for s in spec.steps}
     aliases = {n.replace("-", "_"): n for n in names}
+    from steps.registry import LANGUAGE_CHECKS
+
+    raw = LANGUAGE_CHECKS.raw_keys.get(step.type, frozenset())
     reads = set(step.needs)
-    sources = [source for _, source in template_strings(dict(step.config))]
+    sources = [source for path, source in template_strings(dict(step.config)) if path[0] not in raw]
+    if step.for_each is not None:
+        sources += [source for _, source in template_strings(dict(step.for_each.over))]
     if isinstance(step.when, str):
         sources.append(step.when if "{{" in step.when else "{{ " + step.when + " }}")
     for source in sources:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
@@ -18,8 +19,17 @@ class LogWriter:
     on the first line, so steps that log nothing cost nothing.
     """
 
-    def __init__(self, step: StepRun, attempt: int) -> None:
+    def __init__(
+        self,
+        step: StepRun,
+        attempt: int,
+        *,
+        mask: Callable[[str], str] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.step = step
+        self._mask = mask
+        self._cancel = cancel
         self.attempt = attempt
         self._lines: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -30,6 +40,8 @@ class LogWriter:
         self._interval = settings.FURROW["LOG_FLUSH_SECONDS"]
 
     def __call__(self, stream: str, text: str) -> None:
+        if self._mask is not None:
+            text = self._mask(text)
         with self._lock:
             self._lines.append((stream, text))
             full = len(self._lines) >= self._batch
@@ -62,5 +74,12 @@ class LogWriter:
     def _flush(self) -> None:
         with self._lock:
             lines, self._lines = self._lines, []
-        if lines:
-            services.append_logs(self.step, self.attempt, lines)
+        # Short transactions: a burst of 100,000 lines in one would hold the step's row (and
+        # its lease renewal) long enough for the sweeper to declare a live attempt lost.
+        for start in range(0, len(lines), self._batch):
+            if not services.append_logs(
+                self.step, self.attempt, lines[start : start + self._batch]
+            ):
+                if self._cancel:
+                    self._cancel.set()  # the attempt is no longer current: its lines are refused
+                return

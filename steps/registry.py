@@ -7,14 +7,37 @@ found in a workflow definition, so a definition cannot make the worker load arbi
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
+from flows.language.validate import Checks
+from steps import lua
+from steps.connectors import connector_executor, connector_types
+from steps.executors import condition, transform
+from steps.executors.approval import ApprovalExecutor
 from steps.executors.base import Executor
+from steps.executors.condition import ConditionExecutor
+from steps.executors.delay import DelayExecutor
 from steps.executors.http import HttpExecutor
+from steps.executors.http_async import HttpAsyncExecutor
 from steps.executors.noop import NoopExecutor
+from steps.executors.script import ScriptExecutor
 from steps.executors.shell import ShellExecutor
+from steps.executors.subflow import SubflowExecutor
+from steps.executors.transform import TransformExecutor
 
-EXECUTOR_CLASSES: tuple[type[Executor], ...] = (NoopExecutor, ShellExecutor, HttpExecutor)
+EXECUTOR_CLASSES: tuple[type[Executor], ...] = (
+    NoopExecutor,
+    ShellExecutor,
+    HttpExecutor,
+    HttpAsyncExecutor,
+    ScriptExecutor,
+    TransformExecutor,
+    ConditionExecutor,
+    DelayExecutor,
+    SubflowExecutor,
+    ApprovalExecutor,
+)
 
 
 class UnknownStepType(LookupError):
@@ -45,12 +68,74 @@ EXECUTORS: dict[str, Executor] = build_registry(EXECUTOR_CLASSES)
 
 
 def get_executor(type_name: str) -> Executor:
-    try:
-        return EXECUTORS[type_name]
-    except KeyError:
-        raise UnknownStepType(type_name, EXECUTORS) from None
+    executor = EXECUTORS.get(type_name)
+    if executor is None and "." in type_name:
+        executor = connector_executor(type_name)
+    if executor is None:
+        # Connectors are named in the message only for a dotted name: listing them needs the
+        # database, and a plain typo ("shel") is far more likely a built-in.
+        raise UnknownStepType(
+            type_name, [*EXECUTORS, *connector_types()] if "." in type_name else EXECUTORS
+        )
+    return executor
+
+
+def builtin_schemas() -> dict[str, dict[str, Any]]:
+    """The built-in types' schemas only: no database needed (connectors live there)."""
+    return {type_name: executor.config_schema for type_name, executor in EXECUTORS.items()}
 
 
 def step_type_schemas() -> dict[str, dict[str, Any]]:
-    """Type -> JSON Schema of its `with`, for validating definitions at publish time."""
-    return {type_name: executor.config_schema for type_name, executor in EXECUTORS.items()}
+    """Type -> JSON Schema of its `with`, for validating definitions at publish time.
+
+    Connector operations (`web.search`) are included: they come from settings and the admin.
+    """
+    return {**connector_types(), **builtin_schemas()}
+
+
+def step_types() -> list[dict[str, Any]]:
+    """What `GET /api/v1/step-types` lists: each type with its description and schema."""
+    listed = [
+        {
+            "type": type_name,
+            "description": executor.description,
+            "kind": "builtin",
+            "config_schema": executor.config_schema,
+        }
+        for type_name, executor in EXECUTORS.items()
+    ]
+    for type_name, schema in connector_types().items():
+        executor = connector_executor(type_name)
+        listed.append(
+            {
+                "type": type_name,
+                "description": getattr(executor, "description", ""),
+                "kind": "connector",
+                "config_schema": schema,
+            }
+        )
+    return sorted(listed, key=lambda entry: entry["type"])
+
+
+def _script_problems(config: Any) -> list[tuple[str, str]]:
+    source = config.get("lua", config.get("source"))
+    if not isinstance(source, str) or "{{" in source:
+        return []
+    error = lua.check_syntax(source)
+    return [("lua" if "lua" in config else "source", error)] if error else []
+
+
+LANGUAGE_CHECKS = Checks(
+    config={
+        "transform": transform.check_config,
+        "condition": condition.check_config,
+        "script": _script_problems,
+    },
+    lua=partial(lua.check_syntax, predicate=True),
+    raw_keys={
+        type_name: frozenset(getattr(executor, "raw_keys", ()))
+        for type_name, executor in EXECUTORS.items()
+        if getattr(executor, "raw_keys", None)
+    },
+)
+"""The checks publishing runs beyond each type's schema: expressions and Lua that must compile."""

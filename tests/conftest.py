@@ -15,13 +15,37 @@ from flows.models import Workflow
 from runs.engine.states import RunStatus
 from runs.models import Run, StepRun
 from runs.timers import tick
+from steps import connectors
 from steps.worker import run_attempt
+from tests.verify_helpers import assert_verified
 
 
 @pytest.fixture(autouse=True)
 def fast_passwords(settings: Any) -> None:
     # Personas get passwords; the default hasher costs about half a second per user.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def writes_from_the_step_thread(settings: Any) -> None:
+    # In-process steps run inside the test's transaction; on SQLite a write from another thread
+    # (a heartbeat, a log flush) would wait on that transaction's lock. So in-process, log lines
+    # are written when the step ends, by its own thread, and heartbeats do not come; both are
+    # tested with real processes (tests/e2e).
+    settings.FURROW = {
+        **settings.FURROW,
+        "HEARTBEAT": 300.0,
+        "LOG_FLUSH_SECONDS": 300.0,
+        "LOG_BATCH_LINES": 10**9,
+    }
+
+
+@pytest.fixture(autouse=True)
+def fresh_connectors() -> Any:
+    # The connector catalogue is cached per process; rows rolled back with a test must not linger.
+    connectors.clear_cache()
+    yield
+    connectors.clear_cache()
 
 
 @pytest.fixture
@@ -59,15 +83,17 @@ def drive(run: Run, *, timeout: float = 30.0) -> Run:
     """Run every ready step of `run` in this process, and the timer pass, until the run is final.
 
     The same code the Django-Q2 task and the tick loop call; only the scheduling is the test's.
+    Child runs (subflows) are driven too: every ready step in the database runs.
     """
     deadline = time.monotonic() + timeout
     while True:
-        ready = list(StepRun.objects.filter(run=run, status="ready").values_list("pk", "attempt"))
+        ready = list(StepRun.objects.filter(status="ready").values_list("pk", "attempt"))
         for step_id, attempt in ready:
             run_attempt(step_id, attempt)
         changed = tick()
         run.refresh_from_db()
         if RunStatus(run.status).is_final:
+            assert_verified(run)  # the rows agree with the event log (issue 4: verify_run)
             return run
         if time.monotonic() > deadline:
             raise AssertionError(

@@ -34,6 +34,53 @@ RETRY: dict[str, Any] = {
     },
 }
 
+APPROVERS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "users": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "groups": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "permissions": {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"},
+        },
+    },
+    "description": "Who may decide: these users, members of these groups, or holders of these "
+    "permissions (app_label.codename). None given: staff and holders of runs.decide_approval.",
+}
+
+APPROVAL_CONFIG: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "approvers": APPROVERS,
+        "message": {"type": "string", "description": "What the approver is asked."},
+        "form": {
+            "type": "object",
+            "description": "JSON Schema of the answers an approver gives; they become the output.",
+        },
+        "default": {
+            "enum": ["approve", "reject"],
+            "description": "The decision taken when the step's timeout passes (default reject).",
+        },
+    },
+}
+
+HOOK: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "message": {"type": "string", "description": "recorded with the step.hook event"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "run": {
+            "type": "array",
+            "items": {"type": "string", "pattern": STEP_NAME_PATTERN},
+            "uniqueItems": True,
+            "description": "steps that need this one and run only when this hook fires",
+        },
+    },
+}
+
 STEP: dict[str, Any] = {
     "type": "object",
     "required": ["type"],
@@ -56,8 +103,60 @@ STEP: dict[str, Any] = {
         },
         "retry": RETRY,
         "timeout": DURATION,
-        "when": {"type": ["string", "boolean"]},
+        "when": {
+            "oneOf": [
+                {"type": ["string", "boolean"]},
+                {
+                    "type": "object",
+                    "required": ["lua"],
+                    "additionalProperties": False,
+                    "properties": {"lua": {"type": "string", "minLength": 1}},
+                },
+            ],
+            "description": "a template expression, true/false, or {lua: <source>}",
+        },
         "on_failure": {"enum": ["fail", "continue"]},
+        "join": {"enum": ["all_succeeded", "all_done", "any_succeeded", "none_failed"]},
+        "for_each": {
+            "oneOf": [
+                {"type": ["string", "array"]},
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+                    "additionalProperties": {"type": ["string", "array"]},
+                },
+            ],
+            "description": "an array (or a template giving one), or a mapping of names to arrays",
+        },
+        "parallelism": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "on_item_failure": {"enum": ["fail", "continue"]},
+        "circuit_breaker": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "failure_threshold": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "success_threshold": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "open_timeout": DURATION,
+                "on_open": {"enum": ["fail", "defer"]},
+            },
+        },
+        "on_unhealthy": {"enum": ["wait", "fail"]},
+        "dead_letter": {
+            "type": "boolean",
+            "description": "after the last failed attempt, keep the step in the dead-letter queue",
+        },
+        "requires_approval": {
+            "oneOf": [{"type": "boolean"}, APPROVAL_CONFIG],
+            "description": "true, or {approvers, message, form, default}: a person approves "
+            "before the step runs",
+        },
+        "approval_timeout": DURATION,
+        "hooks": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"on_failure": HOOK, "on_success": HOOK},
+        },
     },
 }
 
@@ -79,8 +178,27 @@ WORKFLOW: dict[str, Any] = {
                 "retry": RETRY,
                 "timeout": DURATION,
                 "on_failure": {"enum": ["fail", "continue"]},
+                "dead_letter": {"type": "boolean"},
             },
         },
+        "concurrency": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "max_runs": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "runs of this workflow at once; the rest queue",
+                },
+                "max_parallel_steps": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "steps of one run ready or running at once",
+                },
+            },
+        },
+        "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+        "deadline": DURATION,
         "steps": {
             "type": "object",
             "minProperties": 1,

@@ -19,6 +19,30 @@ class OnFailure(StrEnum):
     CONTINUE = "continue"
 
 
+class Join(StrEnum):
+    """When a step with several parents runs, given how they ended (Airflow's trigger rules)."""
+
+    ALL_SUCCEEDED = "all_succeeded"
+    """Every parent succeeded (the default); else the step is skipped."""
+    ALL_DONE = "all_done"
+    """Every parent ended, however it ended."""
+    ANY_SUCCEEDED = "any_succeeded"
+    """Every parent ended and at least one succeeded."""
+    NONE_FAILED = "none_failed"
+    """Every parent ended and none failed: skipped parents are fine."""
+
+
+@dataclass(frozen=True)
+class ForEach:
+    """Run the step once per item: the cartesian product of the named arrays, in order."""
+
+    over: Mapping[str, Any]
+    """Name -> template (or literal array). A single unnamed array is named `item`."""
+    parallelism: int
+    on_item_failure: OnFailure
+    """fail: one failed item fails the step; continue: the step succeeds with the errors listed."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 1
@@ -38,10 +62,21 @@ class StepSpec:
     config: Mapping[str, Any]
     retry: RetryPolicy
     timeout: float | None
-    when: str | bool | None
+    when: str | bool | Mapping[str, str] | None
+    """A Jinja expression, a literal, or {"lua": source}."""
     on_failure: OnFailure
     position: int
     """Index in a topological order of the workflow's steps."""
+    join: Join = Join.ALL_SUCCEEDED
+    for_each: ForEach | None = None
+    circuit_breaker: Mapping[str, Any] | None = None
+    on_unhealthy: str | None = None
+    requires_approval: Mapping[str, Any] | None = None
+    """A gate before the step: who approves, message, form, default; None for no gate."""
+    approval_timeout: float | None = None
+    dead_letter: bool = False
+    hooks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """on_failure / on_success: {message, labels, run}; recorded as step.hook events."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +86,11 @@ class WorkflowSpec:
     input_schema: Mapping[str, Any]
     steps: tuple[StepSpec, ...]
     """In topological order: every step comes after all it needs."""
+    max_runs: int | None = None
+    max_parallel_steps: int | None = None
+    priority: int = 5
+    deadline: float | None = None
+    """Seconds a run may take from its start."""
     _by_name: Mapping[str, StepSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -23,7 +23,9 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from flows.language.errors import format_path
 
-CONTEXT_ROOTS = frozenset({"input", "steps", "run"})
+CONTEXT_ROOTS = frozenset({"input", "steps", "run", "parent", "parents", "secrets", "item"})
+"""`parent`: the single parent's output; `parents`: outputs by parent name; `item`: the current
+element in a for_each step; `secrets`: secret values by name (masked wherever they appear)."""
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
 
 

@@ -7,7 +7,10 @@ from enum import StrEnum
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
+    """Waiting for a slot (the workflow's max_runs) or for its paused workflow to resume."""
     RUNNING = "running"
+    PAUSED = "paused"
+    """Nothing new starts; what runs finishes."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -21,6 +24,8 @@ class StepStatus(StrEnum):
     PENDING = "pending"
     READY = "ready"
     RUNNING = "running"
+    WAITING = "waiting"
+    """Holding no worker until a callback, a timer, a child run or its items wake it."""
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -36,4 +41,6 @@ RUN_FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLE
 STEP_FINAL = frozenset(
     {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
 )
-STEP_ACTIVE = frozenset({StepStatus.READY, StepStatus.RUNNING, StepStatus.RETRYING})
+STEP_ACTIVE = frozenset(
+    {StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING, StepStatus.RETRYING}
+)

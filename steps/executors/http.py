@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -21,6 +22,9 @@ _SCALAR = ["string", "number", "boolean"]
 
 class HttpExecutor:
     type: ClassVar[str] = "http"
+    description: ClassVar[str] = (
+        "One HTTP request; the output is its status, headers and (JSON-parsed) body."
+    )
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -47,6 +51,8 @@ class HttpExecutor:
                 "items": {"type": "integer", "minimum": 100, "maximum": 599},
             },
             "follow_redirects": {"type": "boolean", "default": False},
+            # For the health checks (steps.health): registers the target; the request ignores it.
+            "health_check": {"type": "string", "minLength": 1},
         },
         "required": ["url"],
         "not": {"required": ["json", "body"]},
@@ -58,15 +64,15 @@ class HttpExecutor:
         problem = (
             _exclusive_error(ctx.config)
             or config_error(self.config_schema, ctx.config)
-            or _url_error(ctx.config["url"])
+            or url_error(ctx.config["url"])
         )
         if problem:
             return StepResult.failure(problem)
         try:
-            timeout = _timeout(ctx.config, ctx.timeout)
+            timeout = request_timeout(ctx.config, ctx.timeout)
         except ValueError as exc:
             return StepResult.failure(f"invalid timeout: {exc}")
-        return _Request(ctx.config, timeout, ctx.log).send()
+        return HttpRequest(ctx.config, timeout, ctx.log, ctx.cancel).send()
 
 
 def _exclusive_error(config: Mapping[str, Any]) -> str | None:
@@ -76,14 +82,15 @@ def _exclusive_error(config: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _url_error(url: str) -> str | None:
+def url_error(url: str) -> str | None:
+    """Why `url` cannot be requested (not http or https, no host), or None."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return f"url must be http or https: {_display_url(url)!r}"
+        return f"url must be http or https: {display_url(url)!r}"
     return None
 
 
-def _display_url(url: str) -> str:
+def display_url(url: str) -> str:
     """The url without a password, for logs and error messages."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -92,7 +99,8 @@ def _display_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc}"))
 
 
-def _timeout(config: Mapping[str, Any], step_timeout: float) -> float:
+def request_timeout(config: Mapping[str, Any], step_timeout: float) -> float:
+    """The `timeout` key of `config`, never longer than the step's; raises ValueError."""
     if "timeout" not in config:
         return step_timeout
     return min(parse_duration(config["timeout"]), step_timeout)
@@ -110,19 +118,47 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class _Request:
-    """One attempt: sends the request, reads a bounded body, and turns whatever happens into a result."""
+class HttpRequest:
+    """One attempt: sends the request, reads a bounded body, and turns whatever happens into a result.
 
-    def __init__(self, config: Mapping[str, Any], timeout: float, log: LogSink) -> None:
+    Reads `method`, `url`, `query`, `headers`, `json` or `body` (a string), `allow_status` and
+    `follow_redirects` from `config`; the connector executor and the health probes use it too.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        timeout: float,
+        log: LogSink,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.cancel = cancel
         self.config = config
         self.method = config.get("method", "GET").upper()
         self.url = config["url"]
-        self.display_url = _display_url(self.url)
+        self.display_url = display_url(self.url)
         self.shown = f"{self.method} {self.display_url}"
         self.timeout = timeout
         self.log = log
 
     def send(self) -> StepResult:
+        if self.cancel is None:
+            return self._send()
+        # A blocked socket read cannot be interrupted from outside, so the request runs in a
+        # thread of its own and a cancel returns at once; the abandoned call ends at its timeout.
+        outcome: list[StepResult] = []
+        thread = threading.Thread(
+            target=lambda: outcome.append(self._send()), name="furrow-http", daemon=True
+        )
+        thread.start()
+        while thread.is_alive():
+            if self.cancel.wait(0.05):
+                self.log("system", f"{self.shown} -> aborted: the attempt was stopped")
+                return StepResult.failure(f"{self.shown} was aborted: the attempt was stopped")
+            thread.join(0.0)
+        return outcome[0] if outcome else StepResult.failure(f"{self.shown} failed: no result")
+
+    def _send(self) -> StepResult:
         started = time.monotonic()
         try:
             response, body = self._exchange(deadline=started + self.timeout)

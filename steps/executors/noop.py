@@ -9,6 +9,9 @@ from steps.executors.base import StepContext, StepResult
 
 class NoopExecutor:
     type: ClassVar[str] = "noop"
+    description: ClassVar[str] = (
+        "Does nothing and returns its `with` as output: joins, placeholders, tests."
+    )
     config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     shell_quoted: ClassVar[frozenset[str]] = frozenset()
 

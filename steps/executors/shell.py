@@ -32,6 +32,9 @@ MAX_LINE_BYTES = 64 * 1024
 
 class ShellExecutor:
     type: ClassVar[str] = "shell"
+    description: ClassVar[str] = (
+        "Runs a command or argv; values reach it as environment variables; `OUTPUT: {json}` lines set the output."
+    )
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {

@@ -180,3 +180,28 @@ def test_a_password_in_the_url_is_not_shown_in_errors(httpserver):
     result = run({"url": url})
     assert "hunter2" not in result.error
     assert "bob:***@" in result.error
+
+
+def test_a_cancelled_attempt_stops_waiting_for_a_slow_response(httpserver):
+    def slow(request: Request) -> Response:
+        time.sleep(3)
+        return Response("late")
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    cancel = threading.Event()
+    ctx = StepContext(
+        run_id="r",
+        step_name="s",
+        attempt=1,
+        config={"url": httpserver.url_for("/slow")},
+        timeout=10,
+        cancel=cancel,
+    )
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+
+    result = HttpExecutor().run(ctx)
+
+    assert time.monotonic() - started < 1.5
+    assert not result.ok
+    assert "aborted" in result.error

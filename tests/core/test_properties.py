@@ -13,9 +13,9 @@ from flows.language.graph import ancestors, find_cycle, topological_order
 from flows.language.validate import compile_definition, validate
 from runs.engine.plan import Graph, plan_next
 from runs.engine.states import STEP_FINAL, RunStatus, StepStatus
-from steps.registry import step_type_schemas
+from steps.registry import builtin_schemas
 
-SCHEMAS = step_type_schemas()
+SCHEMAS = builtin_schemas()
 SETTINGS = settings(max_examples=200, deadline=None)
 
 

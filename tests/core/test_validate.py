@@ -7,9 +7,9 @@ import pytest
 from flows.language.errors import DefinitionError, Problem
 from flows.language.spec import Backoff, OnFailure, RetryPolicy
 from flows.language.validate import compile_definition, content_hash, validate
-from steps.registry import step_type_schemas
+from steps.registry import builtin_schemas
 
-SCHEMAS = step_type_schemas()
+SCHEMAS = builtin_schemas()
 DURATION_HINT = "expected seconds, or a duration such as 500ms, 30s, 10m, 1h30m"
 STEP_NAME_RULE = "letters, digits, '_' and '-'; starting with a letter or '_'"
 
@@ -81,12 +81,14 @@ def test_a_need_naming_an_unknown_step_is_reported_at_its_index():
         (
             workflow(a={"type": "shel", "run": "make"}),
             [
-                "steps.a.type: unknown step type 'shel' (did you mean 'shell'?) (known: http, noop, shell)"
+                "steps.a.type: unknown step type 'shel' (did you mean 'shell'?) (known: approval, condition, delay, http, http_async, noop, script, shell, subflow, transform)"
             ],
         ),
         (
             workflow(a={"type": "python"}),
-            ["steps.a.type: unknown step type 'python' (known: http, noop, shell)"],
+            [
+                "steps.a.type: unknown step type 'python' (known: approval, condition, delay, http, http_async, noop, script, shell, subflow, transform)"
+            ],
         ),
         # `with` for the type
         (workflow(x={"type": "http"}), ["steps.x.with: 'url' is a required property"]),
@@ -151,12 +153,16 @@ def test_a_need_naming_an_unknown_step_is_reported_at_its_index():
             ],
         ),
         (
-            workflow(b=noop(**{"with": {"y": "{{ secrets.token }}"}})),
-            ["steps.b.with.y: unknown variable 'secrets' (templates can read: input, steps, run)"],
+            workflow(b=noop(**{"with": {"y": "{{ secret.token }}"}})),
+            [
+                "steps.b.with.y: unknown variable 'secret' (templates can read: input, steps, run, parent, parents, secrets, item)"
+            ],
         ),
         (
             workflow(b=noop(**{"with": {"y": ["ok", "{{ nope }}"]}})),
-            ["steps.b.with.y[1]: unknown variable 'nope' (templates can read: input, steps, run)"],
+            [
+                "steps.b.with.y[1]: unknown variable 'nope' (templates can read: input, steps, run, parent, parents, secrets, item)"
+            ],
         ),
         (
             workflow(build=noop(), b=noop("build", **{"with": {"y": "{{ steps.biuld.output }}"}})),
@@ -197,13 +203,20 @@ def test_a_need_naming_an_unknown_step_is_reported_at_its_index():
         ),
         (
             workflow(b=noop(when="flag == 1")),
-            ["steps.b.when: unknown variable 'flag' (templates can read: input, steps, run)"],
+            [
+                "steps.b.when: unknown variable 'flag' (templates can read: input, steps, run, parent, parents, secrets, item)"
+            ],
         ),
         (
             workflow(a=noop(), b=noop(when="steps.a.output.ok")),
             ["steps.b.when: reads step 'a', which this step does not need (add it to needs)"],
         ),
-        (workflow(b=noop(when=1)), ["steps.b.when: 1 is not of type 'string', 'boolean'"]),
+        (
+            workflow(b=noop(when=1)),
+            [
+                "steps.b.when: 1 is not valid: expected a template expression, true/false, or {lua: <source>}"
+            ],
+        ),
         # input schema
         (
             {**workflow(a=noop()), "input": {"type": "objekt"}},
@@ -301,7 +314,7 @@ def test_several_problems_are_reported_at_once_sorted_by_path():
         "extra": True,
         "steps": {
             "deploy": noop("biuld", timeout="soon"),
-            "build": {"type": "nope", "with": {"y": "{{ secrets }}"}},
+            "build": {"type": "nope", "with": {"y": "{{ secret }}"}},
             "a": noop("a"),
         },
     }
@@ -310,8 +323,8 @@ def test_several_problems_are_reported_at_once_sorted_by_path():
     assert [str(p) for p in found] == [
         "extra: unknown field",
         "steps.a.needs: cycle: a -> a",
-        "steps.build.type: unknown step type 'nope' (did you mean 'noop'?) (known: http, noop, shell)",
-        "steps.build.with.y: unknown variable 'secrets' (templates can read: input, steps, run)",
+        "steps.build.type: unknown step type 'nope' (did you mean 'noop'?) (known: approval, condition, delay, http, http_async, noop, script, shell, subflow, transform)",
+        "steps.build.with.y: unknown variable 'secret' (templates can read: input, steps, run, parent, parents, secrets, item)",
         "steps.deploy.needs[0]: unknown step 'biuld' (did you mean 'build'?)",
         f"steps.deploy.timeout: 'soon' is not valid: {DURATION_HINT}",
     ]

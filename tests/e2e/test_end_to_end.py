@@ -8,6 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from runs.models import Run
+from tests.verify_helpers import assert_verified
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 WORKFLOW = """
@@ -56,6 +59,7 @@ def wait_final(client: httpx.Client, run_id: str, timeout: float = 60) -> dict[s
     while time.monotonic() < deadline:
         run = client.get(f"/api/v1/runs/{run_id}").json()
         if run["status"] in ("succeeded", "failed", "cancelled"):
+            assert_verified(Run.objects.get(pk=run_id))  # rows agree with the event log
             return run
         time.sleep(0.1)
     raise AssertionError(f"run {run_id} still {run['status']} after {timeout}s: {run['steps']}")

@@ -44,6 +44,12 @@ RUN_FIELDS = {
     "output",
     "error",
     "source",
+    "parent_run",
+    "depth",
+    "priority",
+    "idempotency_key",
+    "rerun_of",
+    "deadline_at",
     "steps",
     "created_at",
     "started_at",
@@ -56,6 +62,11 @@ STEP_FIELDS = {
     "attempt",
     "output",
     "error",
+    "waiting_for",
+    "due_at",
+    "chosen",
+    "item_index",
+    "item",
     "started_at",
     "finished_at",
 }
@@ -353,7 +364,7 @@ def test_events_list_every_transition_in_order(api, finished_run):
     assert {event["run"] for event in events} == {str(finished_run.pk)}
     ids = [event["id"] for event in events]
     assert ids == sorted(ids)
-    assert events[0]["data"] == {"version": 1}
+    assert events[0]["data"] == {"version": 1, "priority": 5}
     assert events[3]["data"] == {"attempt": 1}
     assert events[3]["actor"].startswith("worker:")
 

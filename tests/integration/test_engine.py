@@ -139,7 +139,7 @@ def test_when_false_skips_the_step_and_its_dependents(publish, run_to_end, deplo
         }
         assert reasons == {
             "deploy": "when is false",
-            "announce": "a step it needs did not succeed",
+            "announce": "'deploy' was skipped or not chosen",
         }
         assert run.output == {"cleanup": {}}
 

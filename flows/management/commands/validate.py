@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from flows.language.errors import DefinitionError, Problem
 from flows.language.validate import validate
 from flows.services import parse_definition
-from steps.registry import step_type_schemas
+from steps.registry import LANGUAGE_CHECKS, step_type_schemas
 
 SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 """Definition files a directory argument expands to, and the format each suffix means."""
@@ -71,7 +71,7 @@ class Command(BaseCommand):
         except DefinitionError as exc:
             write_problems(self.stdout, path, exc.problems)
             return False
-        problems = validate(doc, step_type_schemas())
+        problems = validate(doc, step_type_schemas(), LANGUAGE_CHECKS)
         if problems:
             write_problems(self.stdout, path, problems)
             return False

@@ -4,6 +4,10 @@ Scenarios chain-40, chain-200, fanout-40 and fanout-200 (a root, N parallel step
 wall time from start to final status, steps per second, and orchestration overhead per step
 (noop steps do no work, so all of the time is orchestration). It also counts the SQL statements
 each step costs on the worker path, measured in this process with the queue in sync mode.
+
+`--scenario stream` (opt-in, not part of the default run) measures log streaming instead: the
+latency from a line a shell step prints to its arrival at an SSE client, lines per second through
+one stream, and the web process's memory meanwhile (runs/bench_stream.py).
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from django_q.conf import Conf
 
 from flows import services as flow_services
 from flows.models import Workflow
-from runs import services
+from runs import bench_stream, services
 from runs.engine.states import RunStatus
 from runs.models import Run
 
 SCENARIOS = ("chain-40", "chain-200", "fanout-40", "fanout-200")
+OPT_IN = ("stream",)
 PREFIX = "bench-"
 
 
@@ -72,7 +77,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--json", action="store_true", help="Print one JSON document.")
         parser.add_argument(
-            "--scenario", action="append", choices=SCENARIOS, help="Repeatable; default all."
+            "--scenario",
+            action="append",
+            choices=SCENARIOS + OPT_IN,
+            help="Repeatable; default all but stream.",
         )
         parser.add_argument(
             "--repeat", type=int, default=3, help="Runs per scenario; the median is reported."
@@ -86,9 +94,22 @@ class Command(BaseCommand):
             "--keep", action="store_true", help="Keep the bench workflows and runs."
         )
         parser.add_argument("--timeout", type=float, default=120.0)
+        parser.add_argument(
+            "--stream-lines",
+            type=int,
+            default=bench_stream.THROUGHPUT_LINES,
+            help="Lines per throughput run of the stream scenario.",
+        )
+        parser.add_argument(
+            "--stream-rate",
+            type=float,
+            default=0.0,
+            help="Lines per second the throughput runs print (default 0: as fast as they can).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        scenarios = options["scenario"] or list(SCENARIOS)
+        selected = options["scenario"] or list(SCENARIOS)
+        scenarios = [s for s in selected if s in SCENARIOS]
         workflows = {
             s: flow_services.publish(definition(s), actor="bench").version.workflow
             for s in scenarios
@@ -97,14 +118,18 @@ class Command(BaseCommand):
             "database": connection.vendor,
             "broker": "redis" if settings.REDIS_URL else "orm",
             "workers": settings.Q_CLUSTER["workers"],
-            "sql_per_step": self._sql_per_step(),
-            "scenarios": [],
         }
+        if scenarios:
+            report["sql_per_step"] = self._sql_per_step()
+        report["scenarios"] = []
         procs = [] if options["no_cluster"] else self._start_cluster()
         try:
-            self._warm_up(workflows[scenarios[0]], options["timeout"])
+            if scenarios:
+                self._warm_up(workflows[scenarios[0]], options["timeout"])
             for scenario in scenarios:
                 report["scenarios"].append(self._measure(scenario, workflows[scenario], options))
+            if "stream" in selected:
+                report["stream"] = self._measure_stream(options)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -169,9 +194,21 @@ class Command(BaseCommand):
             "repeat": len(times),
         }
 
+    def _measure_stream(self, options: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "settings": bench_stream.settings_in_effect(),
+            **bench_stream.measure(
+                timeout=options["timeout"],
+                repeat=options["repeat"],
+                lines=options["stream_lines"],
+                rate=options["stream_rate"],
+            ),
+        }
+
     def _clean_up(self) -> None:
         Run.objects.filter(workflow__name__startswith=PREFIX).delete()
         Workflow.objects.filter(name__startswith=PREFIX).delete()
+        bench_stream.clean_up()
 
     def _print(self, report: dict[str, Any], as_json: bool) -> None:
         if as_json:
@@ -180,6 +217,12 @@ class Command(BaseCommand):
         self.stdout.write(
             f"database={report['database']} broker={report['broker']} workers={report['workers']}"
         )
+        if report["scenarios"]:
+            self._print_scenarios(report)
+        if "stream" in report:
+            self._print_stream(report["stream"])
+
+    def _print_scenarios(self, report: dict[str, Any]) -> None:
         self.stdout.write(
             f"{'scenario':<12}{'steps':>6}{'seconds':>10}{'steps/s':>10}{'ms/step':>10}"
         )
@@ -190,3 +233,31 @@ class Command(BaseCommand):
             )
         sql = ", ".join(f"{k}: {v}" for k, v in report["sql_per_step"].items())
         self.stdout.write(f"SQL statements per step (worker path, no broker): {sql}")
+
+    def _print_stream(self, stream: dict[str, Any]) -> None:
+        lat, rss = stream["latency_ms"], stream["rss_mb"]
+        knobs = " ".join(f"{k}={v}" for k, v in stream["settings"].items())
+        self.stdout.write(f"stream: shell step -> SSE client ({knobs})")
+        self.stdout.write(
+            f"  latency ms    p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  max {lat['max']:.1f}"
+            f"  ({lat['lines']} lines, 10 ms apart)"
+        )
+        for part, label in (("written", "printed -> row"), ("delivered", "row -> client")):
+            self.stdout.write(
+                f"    {label:<15}p50 {lat[part]['p50']:.1f}  p95 {lat[part]['p95']:.1f}"
+            )
+        paced = f"printed at {stream['rate']:g}/s" if stream["rate"] else "printed at once"
+        self.stdout.write(
+            f"  throughput    {stream['lines_per_second']} lines/s at the client, rows written at"
+            f" {stream['written_lines_per_second']} lines/s ({stream['lines']} lines a run, {paced})"
+        )
+        if "latency_ms_at_rate" in stream:
+            loaded = stream["latency_ms_at_rate"]
+            self.stdout.write(
+                f"    latency     p50 {loaded['p50']:.1f}  p95 {loaded['p95']:.1f}"
+                f"  max {loaded['max']:.1f}"
+            )
+        self.stdout.write(
+            f"  daphne RSS MB start {rss['start']}  middle {rss['middle']}  end {rss['end']}"
+            f"  peak {rss['peak']}"
+        )

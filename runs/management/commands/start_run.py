@@ -5,6 +5,7 @@ The worker cluster (`qcluster`) executes the steps; this command only starts the
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,8 @@ class Command(BaseCommand):
         "Start a run of the workflow's latest version and print its id. With --wait, print each "
         "step's status changes until the run ends; exit 0 if it succeeded, 1 if it failed or was "
         "cancelled, 2 if it is still going after --timeout seconds. The steps run on the worker "
-        "cluster (qcluster), which must be running."
+        "cluster (qcluster), which must be running. With --idempotency-key, starting again with "
+        "the same key prints (and follows) the run it started the first time."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -39,6 +41,19 @@ class Command(BaseCommand):
         given.add_argument("--input", metavar="JSON", help="The run input, a JSON object.")
         given.add_argument(
             "--input-file", metavar="PATH", help="A file holding the run input (JSON or YAML)."
+        )
+        parser.add_argument(
+            "--idempotency-key",
+            type=parse_key,
+            default="",
+            metavar="KEY",
+            help="Start at most one run per key of this workflow; the same input is required.",
+        )
+        parser.add_argument(
+            "--priority",
+            type=parse_priority,
+            metavar="1-10",
+            help="Among queued runs, higher starts first (default: the workflow's priority).",
         )
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument(
@@ -54,16 +69,30 @@ class Command(BaseCommand):
         workflow = Workflow.objects.select_related("latest_version").filter(name=name).first()
         if workflow is None:
             raise CommandError(f"no workflow named '{name}'")
-        run = self.start(workflow, read_input(options["input"], options["input_file"]))
+        value = read_input(options["input"], options["input_file"])
+        run = self.start(workflow, value, options["idempotency_key"], options["priority"])
+        if not getattr(run, "created", True):
+            # stderr, so that scripts reading the id from stdout still get just the id.
+            self.stderr.write(
+                f"run {run.pk} was already started with idempotency key "
+                f"{options['idempotency_key']!r}; not starting another"
+            )
         if not options["wait"]:
             self.stdout.write(str(run.pk))
             return
         self.stdout.write(f"run {run.pk} started")
         self.wait(run, options["timeout"])
 
-    def start(self, workflow: Workflow, value: Any) -> Run:
+    def start(self, workflow: Workflow, value: Any, key: str, priority: int | None) -> Run:
         try:
-            return services.start_run(workflow, value, actor="cli", source="cli")
+            return services.start_run(
+                workflow,
+                value,
+                actor="cli",
+                source="cli",
+                idempotency_key=key,
+                priority=priority,
+            )
         except InputError as exc:
             problems = "\n".join(f"  {problem}" for problem in exc.problems)
             raise CommandError(
@@ -114,6 +143,28 @@ class StepWatch:
                 write(f"  {name:<{self.width}}  {status}")
                 self.seen[name] = status
         return self.status.is_final
+
+
+def parse_priority(raw: str) -> int:
+    """--priority: an integer from 1 to 10, as the API and the definition language allow."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 10, not {raw!r}")
+    return value
+
+
+MAX_KEY = 200
+"""The length of Run.idempotency_key, as the API allows."""
+
+
+def parse_key(raw: str) -> str:
+    """--idempotency-key: what fits the column (the API refuses longer keys too)."""
+    if len(raw) > MAX_KEY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_KEY} characters")
+    return raw
 
 
 def read_input(raw: str | None, path: str | None) -> Any:

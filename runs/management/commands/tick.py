@@ -1,4 +1,6 @@
-"""The timer loop: promotes due retries, reaps lost leases, re-sends lost queue messages."""
+"""The timer loop: promotes due retries, wakes waiting steps, reaps lost leases, re-sends lost
+queue messages; a second thread probes health targets and a third delivers outbound event hooks,
+so a slow probe or a slow hook endpoint never delays a timer."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
 
+from runs import hooks
 from runs.timers import tick
+from steps.health import probe_due
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,14 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         interval = settings.FURROW["TICK_INTERVAL"]
+        prober = threading.Thread(
+            target=_probe_loop, args=(stop,), name="furrow-health", daemon=True
+        )
+        prober.start()
+        hook_sender = threading.Thread(
+            target=_hook_loop, args=(stop,), name="furrow-hooks", daemon=True
+        )
+        hook_sender.start()
         while not stop.is_set():
             try:
                 busy = tick()
@@ -40,3 +53,30 @@ class Command(BaseCommand):
                 busy = 0
             if not busy:
                 stop.wait(interval)
+
+
+def _probe_loop(stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            probe_due(timezone.now())
+        except Exception:  # probing must never end the loop; probe_due logs its own failures
+            log.exception("health probe pass failed")
+            close_old_connections()
+        stop.wait(1.0)
+
+
+def _hook_loop(stop: threading.Event) -> None:
+    try:
+        hooks.sync_settings_endpoints()
+    except Exception:  # a bad FURROW_HOOKS must not stop delivery to the admin's endpoints
+        log.exception("syncing FURROW_HOOKS failed")
+        close_old_connections()
+    while not stop.is_set():
+        try:
+            busy = hooks.hook_pass(timezone.now())
+        except Exception:  # delivering must never end the loop; the next pass retries
+            log.exception("hook delivery pass failed")
+            close_old_connections()
+            busy = 0
+        if not busy:
+            stop.wait(settings.FURROW["HOOK_POLL"])

@@ -1,0 +1,156 @@
+"""API for outbound event hooks, staff only: endpoints (the secret's NAME, never a value),
+their deliveries with every attempt, and redelivery through `runs.hooks.redeliver`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from rest_framework import generics, serializers
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from runs import hooks
+from runs.models import HookDelivery, HookEndpoint, HookStatus
+from steps.executors.http import display_url
+
+
+class StaffOnly(IsAdminUser):
+    message = "only staff may see or change event hooks"
+
+
+class HookEndpointSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    signed = serializers.SerializerMethodField()
+    deliveries = serializers.SerializerMethodField()
+
+    class Meta:
+        model = HookEndpoint
+        # `secret` is the NAME of a Furrow secret; its value is read only to sign.
+        fields = [
+            "name",
+            "url",
+            "event_types",
+            "workflows",
+            "secret",
+            "signed",
+            "enabled",
+            "timeout",
+            "max_attempts",
+            "source",
+            "deliveries",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_url(self, obj: HookEndpoint) -> str:
+        return display_url(obj.url)  # a password in the URL is a credential too
+
+    def get_signed(self, obj: HookEndpoint) -> bool:
+        return bool(obj.secret)
+
+    def get_deliveries(self, obj: HookEndpoint) -> dict[str, int]:
+        return {status: getattr(obj, f"n_{status}", 0) for status in HookStatus.values}
+
+
+class HookDeliverySerializer(serializers.ModelSerializer):
+    hook = serializers.CharField(source="endpoint.name")
+    event = serializers.SerializerMethodField()
+
+    class Meta:
+        model = HookDelivery
+        fields = [
+            "id",
+            "delivery_id",
+            "hook",
+            "event",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "attempt_log",
+            "delivered_at",
+            "created_at",
+        ]
+
+    def get_event(self, obj: HookDelivery) -> dict[str, Any]:
+        event = obj.event
+        return {
+            "id": event.pk,
+            "type": event.type,
+            "run": str(event.run_id) if event.run_id else None,
+            "workflow": hooks.workflow_name(event),
+            "created_at": serializers.DateTimeField().to_representation(event.created_at),
+        }
+
+
+def _endpoints() -> QuerySet[HookEndpoint]:
+    counts = {
+        f"n_{status}": Count("deliveries", filter=Q(deliveries__status=status))
+        for status in HookStatus.values
+    }
+    return HookEndpoint.objects.annotate(**counts).order_by("name")
+
+
+class HookList(generics.ListAPIView):
+    permission_classes = [StaffOnly]
+    serializer_class = HookEndpointSerializer
+
+    def get_queryset(self) -> QuerySet[HookEndpoint]:
+        return _endpoints()
+
+
+class HookDetail(APIView):
+    permission_classes = [StaffOnly]
+
+    def get(self, request: Request, name: str) -> Response:
+        endpoint = _endpoints().filter(name=name).first()
+        if endpoint is None:
+            raise NotFound(f"unknown hook '{name}'")
+        return Response(HookEndpointSerializer(endpoint).data)
+
+
+class HookDeliveryList(generics.ListAPIView):
+    """One endpoint's deliveries, newest first; `?status=pending|delivered|failed`."""
+
+    permission_classes = [StaffOnly]
+    serializer_class = HookDeliverySerializer
+
+    def get_queryset(self) -> QuerySet[HookDelivery]:
+        endpoint = _endpoint_or_404(self.kwargs["name"])
+        deliveries = HookDelivery.objects.filter(endpoint=endpoint)
+        status = self.request.query_params.get("status")
+        if status:
+            if status not in HookStatus.values:
+                raise ValidationError({"status": f"one of {', '.join(HookStatus.values)}"})
+            deliveries = deliveries.filter(status=status)
+        related = ("endpoint", "event__workflow", "event__run__workflow")
+        return deliveries.select_related(*related).order_by("-id")
+
+
+class HookRedeliver(APIView):
+    """A failed delivery goes back to pending, due now, attempts reset (409 unless failed)."""
+
+    permission_classes = [StaffOnly]
+
+    def post(self, request: Request, name: str, pk: int) -> Response:
+        endpoint = _endpoint_or_404(name)
+        get_object_or_404(HookDelivery, pk=pk, endpoint=endpoint)
+        actor = f"user:{request.user.get_username()}"
+        hooks.redeliver(pk, actor=actor, now=timezone.now())
+        related = ("endpoint", "event__workflow", "event__run__workflow")
+        delivery = HookDelivery.objects.select_related(*related).get(pk=pk)
+        return Response(HookDeliverySerializer(delivery).data)
+
+
+def _endpoint_or_404(name: str) -> HookEndpoint:
+    endpoint = HookEndpoint.objects.filter(name=name).first()
+    if endpoint is None:
+        raise NotFound(f"unknown hook '{name}'")
+    return endpoint

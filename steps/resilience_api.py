@@ -1,0 +1,148 @@
+"""API for connectors, circuit breakers and target health. Read-only, except a staff-only
+breaker reset, which goes through `steps.guards.reset_breaker`.
+
+A connector shows its auth scheme and the *name* of its secret, never a value, and no header
+values (a careless definition might carry a key there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from rest_framework import generics, serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from steps import guards
+from steps.connectors import all_connectors, get_connector
+from steps.executors.connector import ConnectorSpec
+from steps.executors.http import display_url
+from steps.models import CircuitBreaker, TargetHealth
+from steps.resilience_rules import connector_target_key
+
+
+class TargetHealthSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TargetHealth
+        fields = [
+            "key",
+            "url",
+            "status",
+            "error",
+            "checked_at",
+            "last_success_at",
+            "next_check_at",
+        ]
+
+    def get_url(self, obj: TargetHealth) -> str:
+        return display_url(obj.url)
+
+
+class CircuitBreakerSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CircuitBreaker
+        fields = [
+            "key",
+            "state",
+            "failures",
+            "successes",
+            "opened_at",
+            "last_failure",
+            "last_failure_at",
+            "updated_at",
+        ]
+
+
+def connector_json(spec: ConnectorSpec, health: TargetHealth | None) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "source": spec.source,
+        "enabled": spec.enabled,
+        "base_url": display_url(spec.base_url),
+        "operations": {
+            op.name: {
+                "type": f"{spec.name}.{op.name}",
+                "method": op.method,
+                "path": op.path,
+                "description": op.description,
+            }
+            for op in spec.operations.values()
+        },
+        "auth": spec.auth.public() if spec.auth else None,
+        "timeout": spec.timeout,
+        "rate_limit": spec.rate_limit,
+        "circuit_breaker": asdict(spec.circuit_breaker) if spec.circuit_breaker else None,
+        "health_url": display_url(spec.health_url) if spec.health_url else "",
+        "health": TargetHealthSerializer(health).data if health else None,
+    }
+
+
+def _health_by_key(keys: list[str]) -> dict[str, TargetHealth]:
+    return {row.key: row for row in TargetHealth.objects.filter(key__in=keys)}
+
+
+class ConnectorList(APIView):
+    """Presets, FURROW_CONNECTORS and admin rows, merged (steps.connectors), by name."""
+
+    def get(self, request: Request) -> Response:
+        specs = sorted(all_connectors().values(), key=lambda spec: spec.name)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(specs, request, view=self) or []
+        health = _health_by_key([connector_target_key(spec.name) for spec in page])
+        items = [connector_json(spec, health.get(connector_target_key(spec.name))) for spec in page]
+        return paginator.get_paginated_response(items)
+
+
+class ConnectorDetail(APIView):
+    def get(self, request: Request, name: str) -> Response:
+        spec = get_connector(name)
+        if spec is None:
+            raise NotFound(f"unknown connector '{name}'")
+        key = connector_target_key(name)
+        return Response(connector_json(spec, TargetHealth.objects.filter(key=key).first()))
+
+
+class CircuitBreakerList(generics.ListAPIView):
+    serializer_class = CircuitBreakerSerializer
+    queryset = CircuitBreaker.objects.order_by("key")
+
+
+class StaffOnly(IsAdminUser):
+    message = "only staff may reset a circuit breaker"
+
+
+class CircuitBreakerReset(APIView):
+    """Close the breaker now, whatever its counts (the target is known to be back)."""
+
+    permission_classes = [StaffOnly]
+
+    def post(self, request: Request, key: str) -> Response:
+        try:
+            breaker = guards.reset_breaker(key, actor=f"user:{request.user.get_username()}")
+        except CircuitBreaker.DoesNotExist:
+            raise NotFound(f"unknown circuit breaker '{key}'") from None
+        return Response(CircuitBreakerSerializer(breaker).data)
+
+
+class HealthList(generics.ListAPIView):
+    serializer_class = TargetHealthSerializer
+    queryset = TargetHealth.objects.order_by("key")
+
+
+class HealthDetail(APIView):
+    def get(self, request: Request, key: str) -> Response:
+        target = TargetHealth.objects.filter(key=key).first()
+        if target is None:
+            raise NotFound(
+                f"no health checks for target '{key}' (targets are connectors with a health_url "
+                "and http steps with health_check, once they have run)"
+            )
+        return Response(TargetHealthSerializer(target).data)
