@@ -181,6 +181,12 @@ FURROW = {
     "MAX_INGEST_LINES": env_int("FURROW_MAX_INGEST_LINES", 10_000),
     # How often a stream (SSE, WebSocket) looks for new rows while it has nothing to send.
     "STREAM_POLL": env_float("FURROW_STREAM_POLL", 0.05),
+    # On PostgreSQL a committed row wakes its streams (runs/wakeups.py); an idle stream then looks
+    # on its own only this often.
+    "STREAM_IDLE_POLL": env_float("FURROW_STREAM_IDLE_POLL", 1.0),
+    # PostgreSQL: how long a stream waits for an id that is missing below newer rows (a late
+    # commit) before taking it for a rollback; a provable rollback is passed at once (runs/frontier.py).
+    "STREAM_GAP_GRACE": env_float("FURROW_STREAM_GAP_GRACE", 2.0),
     # Where services reach this Furrow for callbacks (http_async steps).
     "PUBLIC_URL": env_str("FURROW_PUBLIC_URL", "http://127.0.0.1:8000"),
 }

@@ -27,7 +27,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from runs import streams
+from runs import streams, wakeups
 from runs.models import Run, StepRun
 
 log = logging.getLogger(__name__)
@@ -318,10 +318,6 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": kind, field: row})
         return (rows[-1]["id"] if rows else after), len(rows)
 
-    @staticmethod
-    async def idle() -> None:
-        await asyncio.sleep(settings.FURROW["STREAM_POLL"])
-
 
 class RunConsumer(StreamConsumer):
     """`/ws/runs/{id}/`: one run's events and log lines, ending with `end` when the run has ended."""
@@ -361,22 +357,32 @@ class RunConsumer(StreamConsumer):
             full = streams.PAGE in (sent_events, sent_logs)
             return sent_events + sent_logs, full
 
-        while True:
-            sent, full = await page()
-            if full:
-                continue  # a backlog: no sleeping until it is drained
-            # The final event commits with the final status, but a row may have committed between
-            # the page and the status check: one more look after seeing the end.
-            if not sent and await ended(sub.run):
+        async def pending() -> bool:
+            """Rows not yet past the frontier (runs/frontier.py): the end must wait for them."""
+            if sub.events and await events(event_filter, after_event, 1, settled=False):
+                return True
+            return bool(sub.logs and await lines(log_filter, after_log, 1, settled=False))
+
+        kinds = ("event",) * sub.events + ("log",) * sub.logs
+        with wakeups.listener.waiter(sub.run, kinds) as waiter:
+            while True:
                 sent, full = await page()
-                if not sent:
-                    cursor = {"events": after_event, "logs": after_log}
-                    await self.send_json({"type": "end", "run": sub.run, "after": cursor})
-                    self.closing = True
-                    await self.close(1000)
-                    return
-            if not full:
-                await self.idle()
+                if sent:
+                    waiter.touched()
+                if full:
+                    continue  # a backlog: no sleeping until it is drained
+                # The final event commits with the final status, but a row may have committed
+                # between the page and the status check: one more look after seeing the end.
+                if not sent and await ended(sub.run):
+                    sent, full = await page()
+                    if not sent and not await pending():
+                        cursor = {"events": after_event, "logs": after_log}
+                        await self.send_json({"type": "end", "run": sub.run, "after": cursor})
+                        self.closing = True
+                        await self.close(1000)
+                        return
+                if not full:
+                    await waiter.wait()
 
 
 class EventsConsumer(StreamConsumer):
@@ -389,7 +395,10 @@ class EventsConsumer(StreamConsumer):
         await self.send_json({"type": "subscribed", "after": sub.after})
         events = _rows(streams.events_after)
         after = sub.after
-        while True:
-            after, sent = await self.send_rows(lambda a: events(sub.filter, a), after, "event")
-            if sent < streams.PAGE:
-                await self.idle()
+        with wakeups.listener.waiter(sub.filter.run, ("event",)) as waiter:
+            while True:
+                after, sent = await self.send_rows(lambda a: events(sub.filter, a), after, "event")
+                if sent:
+                    waiter.touched()
+                if sent < streams.PAGE:
+                    await waiter.wait()

@@ -8,16 +8,14 @@ A run's streams end with an `end` event once the run has ended and everything wa
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from rest_framework.authtoken.models import Token
 
-from runs import streams
+from runs import streams, wakeups
 from runs.models import Run, StepRun
 
 KEEPALIVE = 15.0
@@ -40,40 +38,43 @@ def _problem(status: int, message: str) -> JsonResponse:
     return JsonResponse({"message": message}, status=status)
 
 
-def _poll() -> float:
-    return settings.FURROW["STREAM_POLL"]
-
-
 async def _follow(
-    fetch: Callable[[int], list[dict[str, Any]]],
+    fetch: Callable[..., list[dict[str, Any]]],
     cursor: int,
     event_name: Callable[[dict[str, Any]], str],
     ended: Callable[[], bool] | None,
+    wake: tuple[str | None, tuple[str, ...]],
 ) -> AsyncIterator[str]:
-    """Page through rows after `cursor` for ever (or until `ended` and drained)."""
+    """Page through rows after `cursor` for ever (or until `ended` and drained).
+
+    `wake` is (run or None, kinds of rows) whose commits wake this stream (runs/wakeups.py).
+    """
     fetch_async = streams.reader(fetch)
     ended_async = streams.reader(ended) if ended else None
     await streams.release_connection()
     yield "retry: 1000\n\n"
     quiet_since = time.monotonic()
-    while True:
-        rows = await fetch_async(cursor)
-        for row in rows:
-            yield streams.sse_message(row, event_name(row))
-            cursor = row["id"]
-        if rows:
-            quiet_since = time.monotonic()
-            if len(rows) == streams.PAGE:
-                continue
-        elif ended_async is not None and await ended_async():
-            # Ended, and the last page came after the end: nothing more will come.
-            if not await fetch_async(cursor):
-                yield streams.sse_message({"id": cursor, "ended": True}, "end")
-                return
-        elif time.monotonic() - quiet_since > KEEPALIVE:
-            yield streams.sse_comment("keep-alive")
-            quiet_since = time.monotonic()
-        await asyncio.sleep(_poll())
+    with wakeups.listener.waiter(*wake) as waiter:
+        while True:
+            rows = await fetch_async(cursor)
+            for row in rows:
+                yield streams.sse_message(row, event_name(row))
+                cursor = row["id"]
+            if rows:
+                quiet_since = time.monotonic()
+                waiter.touched()
+                if len(rows) == streams.PAGE:
+                    continue
+            elif ended_async is not None and await ended_async():
+                # Ended, and the last page came after the end: nothing more will come once the
+                # rows held back for a late commit (runs/frontier.py) are through too.
+                if not await fetch_async(cursor, settled=False):
+                    yield streams.sse_message({"id": cursor, "ended": True}, "end")
+                    return
+            elif time.monotonic() - quiet_since > KEEPALIVE:
+                yield streams.sse_comment("keep-alive")
+                quiet_since = time.monotonic()
+            await waiter.wait()
 
 
 def _response(body: AsyncIterator[str]) -> StreamingHttpResponse:
@@ -100,10 +101,11 @@ async def run_events(request: HttpRequest, pk: Any) -> HttpResponse:
     flt = streams.EventFilter(run=run_id)
     return _response(
         _follow(
-            lambda after: streams.events_after(flt, after),
+            lambda after, **kw: streams.events_after(flt, after, **kw),
             cursor,
             lambda row: row["type"],
             lambda: streams.run_has_ended(run_id),
+            (run_id, ("event",)),
         )
     )
 
@@ -125,10 +127,11 @@ async def run_logs(request: HttpRequest, pk: Any) -> HttpResponse:
     flt = streams.LogFilter(run=run_id, step=step, streams=streams_wanted)
     return _response(
         _follow(
-            lambda after: streams.lines_after(flt, after),
+            lambda after, **kw: streams.lines_after(flt, after, **kw),
             cursor,
             lambda row: "log",
             lambda: streams.run_has_ended(run_id),
+            (run_id, ("log",)),
         )
     )
 
@@ -152,5 +155,11 @@ async def all_events(request: HttpRequest) -> HttpResponse:
         except Exception:  # a malformed uuid
             return _problem(400, f"run must be a run id, not {flt.run!r}")
     return _response(
-        _follow(lambda after: streams.events_after(flt, after), cursor, lambda r: r["type"], None)
+        _follow(
+            lambda after, **kw: streams.events_after(flt, after, **kw),
+            cursor,
+            lambda r: r["type"],
+            None,
+            (flt.run, ("event",)),
+        )
     )

@@ -21,6 +21,7 @@ from django.db import close_old_connections
 from django.db.models import Q
 
 from runs.engine.states import RunStatus
+from runs.frontier import frontier_of
 from runs.models import Event, LogLine, Run
 
 PAGE = 500
@@ -62,9 +63,18 @@ class LogFilter:
     streams: tuple[str, ...] = field(default=())
 
 
-def events_after(flt: EventFilter, after: int, limit: int = PAGE) -> list[dict[str, Any]]:
+def _settled(rows: Any, model: type, settled: bool) -> Any:
+    """Only rows no late commit can still slip in below (runs/frontier.py)."""
+    upto = frontier_of(model).current() if settled else None
+    return rows if upto is None else rows.filter(id__lte=upto)
+
+
+def events_after(
+    flt: EventFilter, after: int, limit: int = PAGE, *, settled: bool = True
+) -> list[dict[str, Any]]:
+    """The events after id `after`; `settled=False` includes rows past the frontier too."""
     rows = (
-        Event.objects.filter(flt.query(), id__gt=after)
+        _settled(Event.objects.filter(flt.query(), id__gt=after), Event, settled)
         .order_by("id")
         .values(
             "id",
@@ -93,8 +103,10 @@ def events_after(flt: EventFilter, after: int, limit: int = PAGE) -> list[dict[s
     ]
 
 
-def lines_after(flt: LogFilter, after: int, limit: int = PAGE) -> list[dict[str, Any]]:
-    lines = LogLine.objects.filter(run_id=flt.run, id__gt=after)
+def lines_after(
+    flt: LogFilter, after: int, limit: int = PAGE, *, settled: bool = True
+) -> list[dict[str, Any]]:
+    lines = _settled(LogLine.objects.filter(run_id=flt.run, id__gt=after), LogLine, settled)
     if flt.step:
         lines = lines.filter(step_run__name=flt.step)
     if flt.streams:
