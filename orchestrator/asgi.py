@@ -1,5 +1,8 @@
 """ASGI entry point for daphne: HTTP through Django, WebSockets through Channels."""
 
+# The environment must be set before Django and Channels are imported.
+# ruff: noqa: E402
+
 from __future__ import annotations
 
 import os
@@ -24,7 +27,7 @@ if _web_flag is None:
     del os.environ["FURROW_WEB_PROCESS"]
 
 # The consumers import models, so only after get_asgi_application() has set Django up.
-from runs import ws_routing  # noqa: E402
+from runs import ws_routing
 
 application = ProtocolTypeRouter(
     {
