@@ -11,6 +11,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from flows import services as flow_services
+from flows.language.errors import DefinitionError
 from flows.models import Workflow, WorkflowVersion
 from runs import services
 from runs.engine.states import RunStatus
@@ -99,10 +101,54 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
         "content_hash",
         "created_at",
         "created_by",
+        "changes",
         "definition_pretty",
         "source",
     ]
     readonly_fields = fields
+    actions = ["roll_back"]
+
+    @admin.display(description="changes from the previous version")
+    def changes(self, obj: WorkflowVersion) -> str:
+        if obj.number == 1:
+            return "(the first version)"
+        try:
+            diff = flow_services.diff_versions(obj.workflow, obj.number - 1, obj.number)
+        except flow_services.VersionNotFound:
+            return "(the previous version is gone)"
+        return format_html("<pre class='furrow-diff'>{}</pre>", diff or "(no change in meaning)")
+
+    @admin.action(
+        description="Roll back to the selected version (publish its content as the newest)",
+        permissions=["rollback"],
+    )
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[WorkflowVersion]) -> None:
+        if len(queryset) != 1:
+            self.message_user(
+                request, "Select exactly one version to roll back to.", messages.ERROR
+            )
+            return
+        version = queryset.select_related("workflow").get()
+        try:
+            published = flow_services.rollback(
+                version.workflow,
+                version.number,
+                user=request.user,
+                actor=f"user:{request.user.get_username()}",
+            )
+        except DefinitionError as exc:
+            self.message_user(request, f"{version} no longer validates: {exc}", messages.ERROR)
+            return
+        if published.created:
+            text = f"Published {published.version} with the content of v{version.number}."
+            self.message_user(request, text, messages.SUCCESS)
+        else:
+            text = f"{published.version} already has that content; nothing published."
+            self.message_user(request, text, messages.WARNING)
+
+    def has_rollback_permission(self, request: HttpRequest) -> bool:
+        # Rolling back publishes a version: the same right as changing the workflow.
+        return request.user.has_perm("flows.change_workflow")
 
     @admin.display(description="definition")
     def definition_pretty(self, obj: WorkflowVersion) -> str:

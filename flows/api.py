@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -123,3 +124,62 @@ class VersionDetail(generics.RetrieveAPIView):
             workflow__name=self.kwargs["name"],
             number=self.kwargs["number"],
         )
+
+
+def _version_number(raw: Any, field: str) -> int:
+    """A version number from a query parameter or a body field, or a 400 naming the field."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ValidationError({field: "must be a version number (a positive integer)"})
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ValidationError({field: f"must be a version number, not {raw!r}"}) from None
+    if number < 1:
+        raise ValidationError({field: "must be a version number (a positive integer)"})
+    return number
+
+
+def _versions(call: Any) -> Any:
+    try:
+        return call()
+    except services.VersionNotFound as exc:
+        raise NotFound(str(exc)) from None
+
+
+class VersionDiff(APIView):
+    """GET ?from=1&to=3: a unified diff of the two versions' canonical YAML.
+
+    `to` defaults to the latest version and `from` to the one before `to`.
+    """
+
+    def get(self, request: Request, name: str) -> Response:
+        workflow = get_object_or_404(Workflow.objects.select_related("latest_version"), name=name)
+        latest = workflow.latest_version.number if workflow.latest_version else 0
+        params = request.query_params
+        new = _version_number(params["to"], "to") if "to" in params else latest
+        old = _version_number(params["from"], "from") if "from" in params else max(new - 1, 1)
+        diff = _versions(lambda: services.diff_versions(workflow, old, new))
+        return Response({"workflow": name, "from": old, "to": new, "diff": diff})
+
+
+class WorkflowRollback(APIView):
+    """POST {"version": n}: publish version n's content as the newest version (201).
+
+    200 with `created: false` when that content is already the latest version.
+    """
+
+    def post(self, request: Request, name: str) -> Response:
+        workflow = get_object_or_404(Workflow, name=name)
+        body = request.data
+        if not isinstance(body, dict) or "version" not in body:
+            raise ValidationError({"version": 'required: send {"version": <number>}'})
+        extra = sorted(set(body) - {"version"})
+        if extra:
+            raise ValidationError(dict.fromkeys(extra, "unknown field"))
+        number = _version_number(body["version"], "version")
+        published = _versions(
+            lambda: services.rollback(workflow, number, user=request.user, actor=_actor(request))
+        )
+        response = _published(published)
+        response.data["content_of"] = number
+        return response

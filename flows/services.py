@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from flows.language.canonical import unified_diff
 from flows.language.parse import load_document
 from flows.language.validate import compile_definition, content_hash
 from flows.models import Workflow, WorkflowVersion
@@ -60,3 +61,48 @@ def publish(
             data={"version": version.number, "content_hash": digest},
         )
     return Published(version, created=True)
+
+
+class VersionNotFound(LookupError):
+    pass
+
+
+def version_of(workflow: Workflow, number: int) -> WorkflowVersion:
+    try:
+        return workflow.versions.get(number=number)
+    except WorkflowVersion.DoesNotExist:
+        raise VersionNotFound(f"workflow '{workflow.name}' has no version {number}") from None
+
+
+def diff_versions(workflow: Workflow, old: int, new: int) -> str:
+    """A unified diff of versions `old` and `new` of `workflow` (their canonical YAML)."""
+    before, after = version_of(workflow, old), version_of(workflow, new)
+    name = workflow.name
+    return unified_diff(before.definition, after.definition, f"{name} v{old}", f"{name} v{new}")
+
+
+def rollback(
+    workflow: Workflow, number: int, *, user: Any = None, actor: str = "system"
+) -> Published:
+    """Publish version `number`'s content again, as the newest version.
+
+    History is never rewritten: the old content comes back under a new number, and runs that
+    started on any version keep it. It is validated again (a step type may have changed since).
+    Rolling back to content identical to the latest version writes nothing (`created=False`).
+    """
+    target = version_of(workflow, number)
+    with transaction.atomic():
+        previous = workflow.latest_version
+        published = publish(target.definition, source=target.source, user=user, actor=actor)
+        if published.created:
+            Event.objects.create(
+                workflow=workflow,
+                type="workflow.rolled_back",
+                actor=actor,
+                data={
+                    "version": published.version.number,
+                    "content_of": number,
+                    "replaced": previous.number if previous else None,
+                },
+            )
+    return published

@@ -17,6 +17,12 @@ urlpatterns = [
         flows_api.VersionDetail.as_view(),
         name="version-detail",
     ),
+    path("workflows/<str:name>/diff", flows_api.VersionDiff.as_view(), name="version-diff"),
+    path(
+        "workflows/<str:name>/rollback",
+        flows_api.WorkflowRollback.as_view(),
+        name="workflow-rollback",
+    ),
     path("workflows/<str:name>/runs", runs_api.WorkflowRuns.as_view(), name="workflow-runs"),
     path("runs", runs_api.RunList.as_view(), name="run-list"),
     path("runs/<uuid:pk>", runs_api.RunDetail.as_view(), name="run-detail"),
