@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from flows import api as flows_api
 from runs import api as runs_api
-from runs import stream_views
+from runs import audit_api, stream_views
 from steps import api as steps_api
 from steps import catalogue_api
 
 urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
+    path("schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("workflows", flows_api.WorkflowList.as_view(), name="workflow-list"),
     path("workflows/<str:name>", flows_api.WorkflowDetail.as_view(), name="workflow-detail"),
     path("workflows/<str:name>/versions", flows_api.VersionList.as_view(), name="version-list"),
@@ -64,4 +68,6 @@ urlpatterns = [
     path("secrets/<str:name>", steps_api.SecretDetail.as_view(), name="secret-detail"),
     path("", include("steps.api_urls")),
     path("", include("runs.hooks_urls")),
+    path("audit", audit_api.AuditList.as_view(), name="audit-list"),
+    path("workflows/<str:name>/audit", audit_api.WorkflowAudit.as_view(), name="workflow-audit"),
 ]

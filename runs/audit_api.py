@@ -1,0 +1,100 @@
+"""The audit trail: what people did (through the API, the admin or a command), newest first.
+
+Every action by a person is already an Event with its actor (`user:<name>`, or `cli` for a
+command run without --as); this is the view of those, across workflows or for one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import generics, serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.filters import OrderingFilter
+
+from flows.models import Workflow
+from runs.models import Event
+
+PEOPLE = Q(actor__startswith="user:") | Q(actor="cli")
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    run = serializers.UUIDField(source="run_id", read_only=True)
+    step = serializers.CharField(source="step_run.name", default=None, read_only=True)
+    workflow = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Event
+        fields = ["id", "type", "actor", "workflow", "run", "step", "data", "created_at"]
+
+    def get_workflow(self, event: Event) -> str | None:
+        workflow = event.workflow or (event.run.workflow if event.run else None)
+        return workflow.name if workflow else None
+
+
+class AuditFilter(django_filters.FilterSet):
+    actor = django_filters.CharFilter(help_text="`user:<name>` or `cli`")
+    type = django_filters.CharFilter(
+        method="filter_type", help_text="an event type, or a prefix such as `run.*`"
+    )
+    run = django_filters.UUIDFilter(field_name="run_id")
+    workflow = django_filters.CharFilter(method="filter_workflow", help_text="a workflow's name")
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Event
+        fields: list[str] = []
+
+    def filter_type(self, queryset: QuerySet[Event], name: str, value: str) -> QuerySet[Event]:
+        if value.endswith(".*"):
+            return queryset.filter(type__startswith=value[:-1])
+        return queryset.filter(type=value)
+
+    def filter_workflow(self, queryset: QuerySet[Event], name: str, value: str) -> QuerySet[Event]:
+        return queryset.filter(Q(workflow__name=value) | Q(run__workflow__name=value))
+
+
+class StrictOrdering(OrderingFilter):
+    """?ordering= with a field it cannot order by is a 400, not silently the default order."""
+
+    def get_ordering(self, request: Any, queryset: QuerySet, view: Any) -> Any:
+        raw = request.query_params.get(self.ordering_param)
+        if raw:
+            allowed = {
+                name for name, _ in self.get_valid_fields(queryset, view, {"request": request})
+            }
+            unknown = [f for f in raw.split(",") if f.strip().lstrip("-") not in allowed]
+            if unknown:
+                raise ValidationError(
+                    {
+                        self.ordering_param: f"cannot order by {', '.join(unknown)}; use {', '.join(sorted(allowed))}"
+                    }
+                )
+        return super().get_ordering(request, queryset, view)
+
+
+class AuditList(generics.ListAPIView):
+    """Actions by people, newest first: `?actor=`, `?type=`, `?workflow=`, `?run=`, `?since=`,
+    `?until=`, `?ordering=created_at`."""
+
+    serializer_class = AuditEventSerializer
+    filter_backends = [DjangoFilterBackend, StrictOrdering]
+    filterset_class = AuditFilter
+    ordering_fields = ["id", "created_at"]
+    ordering = ["-id"]
+
+    def get_queryset(self) -> QuerySet[Event]:
+        return Event.objects.filter(PEOPLE).select_related("workflow", "run__workflow", "step_run")
+
+
+class WorkflowAudit(AuditList):
+    """Actions by people on one workflow and its runs."""
+
+    def get_queryset(self) -> QuerySet[Event]:
+        workflow = get_object_or_404(Workflow, name=self.kwargs["name"])
+        return super().get_queryset().filter(Q(workflow=workflow) | Q(run__workflow=workflow))
