@@ -6,14 +6,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from flows import services as flow_services
+from flows import triggers
 from flows.language.errors import DefinitionError
-from flows.models import Workflow, WorkflowVersion
+from flows.models import Trigger, Workflow, WorkflowVersion
 from runs import services
 from runs.engine.states import RunStatus
 
@@ -159,3 +161,88 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: Any, obj: Any = None) -> bool:
         return False
+
+
+class TriggerForm(forms.ModelForm):
+    class Meta:
+        model = Trigger
+        fields = triggers.FIELDS
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        candidate = self.instance
+        for field, value in cleaned.items():
+            setattr(candidate, field, value)
+        for problem in triggers.trigger_problems(candidate):
+            field = problem.path.split(".")[0].split("[")[0]
+            self.add_error(field if field in self.fields else None, problem.message)
+        return cleaned
+
+
+@admin.register(Trigger)
+class TriggerAdmin(admin.ModelAdmin):
+    form = TriggerForm
+    list_display = [
+        "name",
+        "workflow",
+        "kind",
+        "enabled",
+        "when",
+        "next_fire_at",
+        "last_fired_at",
+        "fires",
+    ]
+    list_filter = ["kind", "enabled", "workflow"]
+    search_fields = ["name", "workflow__name", "slug", "cron"]
+    list_select_related = ["workflow", "after_workflow"]
+    readonly_fields = ["next_fire_times", "webhook_url", "last_fired_at", "last_run", "fires"]
+    actions = ["enable", "disable"]
+
+    @admin.display(description="fires on")
+    def when(self, trigger: Trigger) -> str:
+        if trigger.kind == Trigger.Kind.CRON:
+            return f"{trigger.cron} ({trigger.timezone})"
+        if trigger.kind == Trigger.Kind.WEBHOOK:
+            return f"POST /hooks/{trigger.slug}"
+        after = trigger.after_workflow.name if trigger.after_workflow else "?"
+        return f"{after} {'/'.join(trigger.on_statuses or [])}"
+
+    @admin.display(description="next fire times (UTC)")
+    def next_fire_times(self, trigger: Trigger) -> str:
+        times = triggers.upcoming(trigger) if trigger.pk else []
+        return format_html_join("", "<div>{}</div>", ((t.isoformat(),) for t in times)) or "-"
+
+    @admin.display(description="webhook URL")
+    def webhook_url(self, trigger: Trigger) -> str:
+        return f"/hooks/{trigger.slug}" if trigger.kind == Trigger.Kind.WEBHOOK else "-"
+
+    def save_model(self, request: HttpRequest, obj: Trigger, form: Any, change: bool) -> None:
+        triggers.save_trigger(obj, actor=f"user:{request.user.get_username()}")
+
+    def delete_model(self, request: HttpRequest, obj: Trigger) -> None:
+        triggers.delete_trigger(obj, actor=f"user:{request.user.get_username()}")
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Trigger]) -> None:
+        for trigger in queryset:
+            self.delete_model(request, trigger)
+
+    @admin.action(description="Enable the selected triggers", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[Trigger]) -> None:
+        self._switch(request, queryset, True)
+
+    @admin.action(description="Disable the selected triggers", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[Trigger]) -> None:
+        self._switch(request, queryset, False)
+
+    def _switch(self, request: HttpRequest, queryset: QuerySet[Trigger], enabled: bool) -> None:
+        actor = f"user:{request.user.get_username()}"
+        for trigger in queryset.select_related("workflow"):
+            try:
+                triggers.set_enabled(trigger, enabled, actor=actor)
+            except triggers.TriggerError as exc:
+                self.message_user(request, f"{trigger}: {exc}", messages.ERROR)
+                continue
+            state = "enabled" if enabled else "disabled"
+            self.message_user(request, f"{trigger}: {state}.", messages.SUCCESS)

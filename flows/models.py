@@ -69,3 +69,73 @@ def compiled_spec(content_hash: str, definition: dict) -> WorkflowSpec:
             _SPECS.clear()
         spec = _SPECS[content_hash] = build_spec(definition)
     return spec
+
+
+class Trigger(models.Model):
+    """Something that starts runs of a workflow on its own: a cron schedule, a webhook, or
+    another workflow's run ending. Changed only through flows/triggers.py, which validates."""
+
+    class Kind(models.TextChoices):
+        CRON = "cron"
+        WEBHOOK = "webhook"
+        WORKFLOW = "workflow", "workflow completion"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="triggers")
+    name = models.SlugField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    input = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The run's input; strings may be templates over the trigger's context "
+        "(webhook: payload, headers; workflow: run; cron: fire_time).",
+    )
+    # cron
+    cron = models.CharField(max_length=100, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    missed = models.CharField(
+        max_length=10,
+        choices=[("skip", "skip missed fires"), ("run_once", "run once for missed fires")],
+        default="skip",
+    )
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    # webhook
+    slug = models.SlugField(max_length=100, unique=True, null=True, blank=True)
+    auth = models.CharField(
+        max_length=10,
+        choices=[("hmac", "HMAC-SHA256 signature"), ("token", "secret token")],
+        default="hmac",
+    )
+    secret = models.CharField(
+        max_length=100, blank=True, help_text="The name of the Secret holding the key or token."
+    )
+    # workflow completion
+    after_workflow = models.ForeignKey(
+        Workflow,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="downstream_triggers",
+    )
+    on_statuses = models.JSONField(default=list, blank=True)
+
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    last_run = models.ForeignKey(
+        "runs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    fires = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["workflow__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "name"], name="unique_trigger_name"),
+        ]
+        indexes = [
+            # The tick's question: enabled cron triggers due by now.
+            models.Index(fields=["kind", "enabled", "next_fire_at"], name="trigger_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow.name}/{self.name} ({self.kind})"

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from flows import api as flows_api
+from flows import trigger_api
 from runs import api as runs_api
 from runs import audit_api, stream_views
 from steps import api as steps_api
@@ -69,5 +70,22 @@ urlpatterns = [
     path("", include("steps.api_urls")),
     path("", include("runs.hooks_urls")),
     path("audit", audit_api.AuditList.as_view(), name="audit-list"),
+    path("triggers", trigger_api.TriggerList.as_view(), name="trigger-list"),
+    path("triggers/<int:pk>", trigger_api.TriggerDetail.as_view(), name="trigger-detail"),
+    path(
+        "triggers/<int:pk>/enable",
+        trigger_api.TriggerSwitch.as_view(enabled=True),
+        name="trigger-enable",
+    ),
+    path(
+        "triggers/<int:pk>/disable",
+        trigger_api.TriggerSwitch.as_view(enabled=False),
+        name="trigger-disable",
+    ),
+    path(
+        "workflows/<str:name>/triggers",
+        trigger_api.WorkflowTriggers.as_view(),
+        name="workflow-triggers",
+    ),
     path("workflows/<str:name>/audit", audit_api.WorkflowAudit.as_view(), name="workflow-audit"),
 ]

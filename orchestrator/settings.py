@@ -205,6 +205,8 @@ FURROW = {
     "STREAM_GAP_GRACE": env_float("FURROW_STREAM_GAP_GRACE", 2.0),
     # Where services reach this Furrow for callbacks (http_async steps).
     "PUBLIC_URL": env_str("FURROW_PUBLIC_URL", "http://127.0.0.1:8000"),
+    # When set, GET /metrics needs `Authorization: Bearer <token>`; empty: open, like /health.
+    "METRICS_TOKEN": env_str("FURROW_METRICS_TOKEN"),
 }
 
 

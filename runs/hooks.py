@@ -192,8 +192,8 @@ def enqueue_new_events(now: datetime) -> int:
 
 
 def _enqueue_batch(now: datetime) -> tuple[int, int]:
-    cursor = _cursor()
-    if not _unread(cursor, now).exists():  # the common case, without taking SQLite's write lock
+    cursor = event_cursor()
+    if not unread(cursor, now).exists():  # the common case, without taking SQLite's write lock
         return 0, 0
     with transaction.atomic():
         cursor = HookCursor.objects.select_for_update().get(pk=cursor.pk)
@@ -202,7 +202,7 @@ def _enqueue_batch(now: datetime) -> tuple[int, int]:
             _skip_to_end(cursor)
             return 0, 0
         events = list(
-            _unread(cursor, now)
+            unread(cursor, now)
             .order_by("pk")
             .values_list("pk", "type", "workflow__name", "run__workflow__name")[:BATCH]
         )
@@ -221,8 +221,9 @@ def _enqueue_batch(now: datetime) -> tuple[int, int]:
     return len(events), len(deliveries)
 
 
-def _cursor() -> HookCursor:
-    cursor = HookCursor.objects.filter(name=CURSOR_NAME).first()
+def event_cursor(name: str = CURSOR_NAME) -> HookCursor:
+    """The named cursor over the event log, created at the log's end on first use."""
+    cursor = HookCursor.objects.filter(name=name).first()
     if cursor is not None:
         return cursor
     # A new installation starts at the end of the log: hooks are for what happens from now on,
@@ -230,12 +231,12 @@ def _cursor() -> HookCursor:
     start = Event.objects.aggregate(last=Max("pk"))["last"] or 0
     try:
         with transaction.atomic():
-            return HookCursor.objects.create(name=CURSOR_NAME, last_event_id=start)
+            return HookCursor.objects.create(name=name, last_event_id=start)
     except IntegrityError:  # another tick loop created it meanwhile
-        return HookCursor.objects.get(name=CURSOR_NAME)
+        return HookCursor.objects.get(name=name)
 
 
-def _unread(cursor: HookCursor, now: datetime) -> Any:
+def unread(cursor: HookCursor, now: datetime) -> Any:
     gaps = list(live_gaps(cursor.gaps, now))
     return Event.objects.filter(Q(pk__gt=cursor.last_event_id) | Q(pk__in=gaps))
 

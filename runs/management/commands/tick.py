@@ -1,6 +1,7 @@
 """The timer loop: promotes due retries, wakes waiting steps, reaps lost leases, re-sends lost
-queue messages; a second thread probes health targets and a third delivers outbound event hooks,
-so a slow probe or a slow hook endpoint never delays a timer."""
+queue messages; a second thread probes health targets, a third delivers outbound event hooks and
+a fourth fires triggers (cron schedules, workflow completions), so a slow probe, hook endpoint or
+trigger never delays a timer."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
+from flows import triggers
 from runs import hooks
 from runs.timers import tick
 from steps.health import probe_due
 
 log = logging.getLogger(__name__)
+
+TRIGGER_INTERVAL = 0.5
 
 
 class Command(BaseCommand):
@@ -43,6 +47,10 @@ class Command(BaseCommand):
             target=_hook_loop, args=(stop,), name="furrow-hooks", daemon=True
         )
         hook_sender.start()
+        trigger_loop = threading.Thread(
+            target=_trigger_loop, args=(stop,), name="furrow-triggers", daemon=True
+        )
+        trigger_loop.start()
         while not stop.is_set():
             try:
                 busy = tick()
@@ -80,3 +88,15 @@ def _hook_loop(stop: threading.Event) -> None:
             busy = 0
         if not busy:
             stop.wait(settings.FURROW["HOOK_POLL"])
+
+
+def _trigger_loop(stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            now = timezone.now()
+            triggers.fire_due_schedules(now)
+            triggers.fire_after_runs(now)
+        except Exception:  # firing must never end the loop; keys make the retry start nothing twice
+            log.exception("trigger pass failed")
+            close_old_connections()
+        stop.wait(TRIGGER_INTERVAL)
