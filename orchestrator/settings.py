@@ -192,6 +192,8 @@ FURROW = {
     "INLINE_BUDGET": env_float("FURROW_INLINE_BUDGET", 5.0),
     "MAX_DEFINITION_BYTES": DATA_UPLOAD_MAX_MEMORY_SIZE,
     "LOG_BATCH_LINES": env_int("FURROW_LOG_BATCH_LINES", 200),
+    # A burst is written in transactions of at most this many lines (never fewer than a batch).
+    "LOG_TRANSACTION_LINES": env_int("FURROW_LOG_TRANSACTION_LINES", 2000),
     "LOG_FLUSH_SECONDS": env_float("FURROW_LOG_FLUSH_SECONDS", 0.1),
     # Lines one POST /api/v1/runs/{id}/logs may bring.
     "MAX_INGEST_LINES": env_int("FURROW_MAX_INGEST_LINES", 10_000),

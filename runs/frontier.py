@@ -36,11 +36,16 @@ transaction that took the missing id (just before writing its row) surely has it
 
 @dataclass
 class Hole:
+    """Ids [start, end) missing between visible rows. Holes are ranges, so a gap of a million
+    ids (a sequence far ahead of an emptied table) costs one entry, not a million."""
+
+    end: int
+    """The visible row just above the hole."""
     first_seen: float
     """Monotonic seconds."""
     horizon: int | None = None
     """The next transaction id PostgreSQL would assign, noted CONFIRM seconds after first seen:
-    once every transaction below it has ended, the hole's row can never appear."""
+    once every transaction below it has ended, the hole's rows can never appear."""
 
 
 @dataclass(frozen=True)
@@ -62,30 +67,40 @@ def settle(
 ) -> int:
     """The frontier after looking at `rows`: (id, created_at as unix seconds), ascending ids > frontier.
 
-    Pure: it walks up from `frontier` while each next id is visible or a hole given up, and
-    stops at the first hole still worth waiting for. `holes` carries what is known of each hole
-    between calls. `snapshot` must be taken before `rows` were read.
+    Pure: it walks up from `frontier` while each next id is visible or in a hole given up, and
+    stops below the first hole still worth waiting for. Holes above it are noted too, so a later
+    hole's wait starts when it is first seen, not when the walk reaches it. `holes` (keyed by
+    their first id) carries what is known of each hole between calls; it is replaced with the
+    holes of this walk. `snapshot` must be taken before `rows` were read.
     """
     expected = frontier + 1
+    stopped: int | None = None
+    found: dict[int, Hole] = {}
     for row_id, created in rows:
-        old_successor = wall_now - created >= grace
-        # Every id of a gap is noted at once, so a rolled-back batch waits one grace, not one each.
-        pending = [
-            missing
-            for missing in range(expected, row_id)
-            if not (
-                _given_up(holes.setdefault(missing, Hole(first_seen=now)), now, grace, snapshot)
-                or old_successor
-            )
-        ]
-        if pending:
-            frontier = pending[0] - 1
-            _forget_below(holes, frontier)
-            return frontier
-        frontier = row_id
+        if row_id > expected:
+            hole = found[expected] = _inherit(holes, expected, row_id, now)
+            passed = _given_up(hole, now, grace, snapshot) or wall_now - created >= grace
+            if not passed and stopped is None:
+                stopped = expected - 1
+        if stopped is None:
+            frontier = row_id
         expected = row_id + 1
-    _forget_below(holes, frontier)
-    return frontier
+    result = frontier if stopped is None else stopped
+    holes.clear()
+    holes.update({start: hole for start, hole in found.items() if start > result})
+    return result
+
+
+def _inherit(holes: dict[int, Hole], start: int, end: int, now: float) -> Hole:
+    """The hole [start, end) with what was known of the earlier hole it is part of.
+
+    Holes only shrink or split as rows commit (new ones appear above the walk), so a hole is
+    part of at most one earlier hole.
+    """
+    for earlier_start, earlier in holes.items():
+        if earlier_start <= start < earlier.end:
+            return Hole(end=end, first_seen=earlier.first_seen, horizon=earlier.horizon)
+    return Hole(end=end, first_seen=now)
 
 
 def _given_up(hole: Hole, now: float, grace: float, snapshot: Snapshot | None) -> bool:
@@ -98,11 +113,6 @@ def _given_up(hole: Hole, now: float, grace: float, snapshot: Snapshot | None) -
     if now - hole.first_seen >= CONFIRM:
         hole.horizon = snapshot.xmax
     return False
-
-
-def _forget_below(holes: dict[int, Hole], frontier: int) -> None:
-    for missing in [h for h in holes if h <= frontier]:
-        del holes[missing]
 
 
 class Frontier:

@@ -37,6 +37,7 @@ class LogWriter:
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self._batch = settings.FURROW["LOG_BATCH_LINES"]
+        self._per_transaction = max(self._batch, settings.FURROW["LOG_TRANSACTION_LINES"])
         self._interval = settings.FURROW["LOG_FLUSH_SECONDS"]
 
     def __call__(self, stream: str, text: str) -> None:
@@ -74,12 +75,12 @@ class LogWriter:
     def _flush(self) -> None:
         with self._lock:
             lines, self._lines = self._lines, []
-        # Short transactions: a burst of 100,000 lines in one would hold the step's row (and
-        # its lease renewal) long enough for the sweeper to declare a live attempt lost.
-        for start in range(0, len(lines), self._batch):
-            if not services.append_logs(
-                self.step, self.attempt, lines[start : start + self._batch]
-            ):
+        # Bounded transactions: a burst of 100,000 lines in one would hold the step's row (and
+        # its lease renewal) long enough for the sweeper to declare a live attempt lost, while a
+        # transaction per 200 lines made the commits, not the inserts, the limit on PostgreSQL.
+        size = self._per_transaction
+        for start in range(0, len(lines), size):
+            if not services.append_logs(self.step, self.attempt, lines[start : start + size]):
                 if self._cancel:
                     self._cancel.set()  # the attempt is no longer current: its lines are refused
                 return

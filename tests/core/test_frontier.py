@@ -63,7 +63,7 @@ def test_the_snapshot_proves_a_rollback_well_before_the_grace():
 
 
 def test_the_walk_stops_at_the_first_hole_still_pending_even_after_given_up_ones():
-    holes = {11: Hole(first_seen=0.0), 13: Hole(first_seen=9.0)}
+    holes = {11: Hole(end=12, first_seen=0.0), 13: Hole(end=14, first_seen=9.0)}
     assert settle(10, rows(12, 14), holes, 9.5, WALL, GRACE) == 12
     assert list(holes) == [13]
 
@@ -71,7 +71,17 @@ def test_the_walk_stops_at_the_first_hole_still_pending_even_after_given_up_ones
 def test_a_run_of_missing_ids_waits_one_grace_not_one_each():
     holes: dict[int, Hole] = {}
     assert settle(10, rows(11, 15), holes, 0.0, WALL, GRACE) == 11
-    assert sorted(holes) == [12, 13, 14]
-    assert settle(11, rows(13, 15), holes, 1.0, WALL, GRACE) == 11  # 12 still pending
+    assert holes == {12: Hole(end=15, first_seen=0.0)}
+    # 13 commits: the hole splits, and both parts keep the time it was first seen.
+    assert settle(11, rows(13, 15), holes, 1.0, WALL, GRACE) == 11
+    assert holes == {12: Hole(end=13, first_seen=0.0), 14: Hole(end=15, first_seen=0.0)}
     assert settle(11, rows(13, 15), holes, GRACE, WALL, GRACE) == 15
     assert holes == {}
+
+
+def test_a_huge_gap_is_one_hole():
+    # A sequence far ahead of an emptied table: a million missing ids cost one entry.
+    holes: dict[int, Hole] = {}
+    assert settle(0, rows(1_000_001), holes, 0.0, WALL, GRACE) == 0
+    assert holes == {1: Hole(end=1_000_001, first_seen=0.0)}
+    assert settle(0, rows(1_000_001), holes, GRACE, WALL, GRACE) == 1_000_001
