@@ -12,12 +12,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from flows import grants, triggers
 from flows import services as flow_services
-from flows import triggers
+from flows.api_access import narrow
+from flows.grants import describe
 from flows.language.errors import DefinitionError
-from flows.models import Trigger, Workflow, WorkflowVersion
+from flows.models import Trigger, Workflow, WorkflowGrant, WorkflowVersion
 from runs import services
 from runs.engine.states import RunStatus
+from runs.models import Event
 
 
 def pretty_json(value: Any) -> str:
@@ -25,6 +28,21 @@ def pretty_json(value: Any) -> str:
         "<pre class='furrow-json'>{}</pre>",
         json.dumps(value, indent=2, sort_keys=False, default=str),
     )
+
+
+class ScopedAdmin(admin.ModelAdmin):
+    """Staff see the workflows they may view (flows/access.py), like the API."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return narrow(super().get_queryset(request), request.user)
+
+
+class GrantInline(admin.TabularInline):
+    model = WorkflowGrant
+    fields = ["user", "group", "role", "created_at"]
+    readonly_fields = ["created_at"]
+    extra = 0
+    autocomplete_fields: list[str] = []
 
 
 class VersionInline(admin.TabularInline):
@@ -40,7 +58,7 @@ class VersionInline(admin.TabularInline):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(ScopedAdmin):
     list_display = ["name", "description", "latest_version", "paused", "updated_at"]
     list_filter = ["paused"]
     search_fields = ["name", "description"]
@@ -49,11 +67,27 @@ class WorkflowAdmin(admin.ModelAdmin):
     readonly_fields = ["name", "latest_version", "paused", "created_at", "updated_at"]
     fields = ["name", "description", "latest_version", "paused", "created_at", "updated_at"]
     list_select_related = ["latest_version__workflow"]
-    inlines = [VersionInline]
+    inlines = [GrantInline, VersionInline]
     actions = ["pause", "resume"]
 
     def has_add_permission(self, request: Any) -> bool:
         return False  # workflows are published (API, import_workflows), not typed into a form
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not WorkflowGrant:
+            super().save_formset(request, form, formset, change)
+            return
+        # Grants change who may do what: each change is an event with its actor (the audit).
+        actor = f"user:{request.user.get_username()}"
+        rows = formset.save(commit=False)
+        for row in formset.deleted_objects:
+            grants.revoke(row, actor=actor)
+        for row in rows:
+            kind = "grant.changed" if row.pk else "grant.added"
+            row.save()
+            Event.objects.create(
+                workflow_id=row.workflow_id, type=kind, actor=actor, data=describe(row)
+            )
 
     @admin.action(
         description="Pause the selected workflows (new runs queue)", permissions=["change"]
@@ -93,9 +127,9 @@ def resume_one(workflow: Workflow, actor: str) -> str:
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(admin.ModelAdmin):
+class WorkflowVersionAdmin(ScopedAdmin):
     list_display = ["__str__", "number", "content_hash", "created_at", "created_by"]
-    list_filter = ["workflow"]
+    list_filter = [("workflow", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["workflow", "created_by"]
     fields = [
         "workflow",
@@ -182,7 +216,7 @@ class TriggerForm(forms.ModelForm):
 
 
 @admin.register(Trigger)
-class TriggerAdmin(admin.ModelAdmin):
+class TriggerAdmin(ScopedAdmin):
     form = TriggerForm
     list_display = [
         "name",
@@ -194,7 +228,7 @@ class TriggerAdmin(admin.ModelAdmin):
         "last_fired_at",
         "fires",
     ]
-    list_filter = ["kind", "enabled", "workflow"]
+    list_filter = ["kind", "enabled", ("workflow", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "workflow__name", "slug", "cron"]
     list_select_related = ["workflow", "after_workflow"]
     readonly_fields = ["next_fire_times", "webhook_url", "last_fired_at", "last_run", "fires"]

@@ -6,7 +6,14 @@ from typing import Any
 
 import yaml
 from django.shortcuts import get_object_or_404
-from rest_framework import generics, status
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,11 +23,49 @@ from flows import services
 from flows.language.errors import DefinitionError, Problem
 from flows.models import Workflow, WorkflowVersion
 from flows.serializers import (
+    PublishedSerializer,
+    RolledBackSerializer,
     VersionDetailSerializer,
     VersionSerializer,
     WorkflowDetailSerializer,
     WorkflowSerializer,
 )
+from orchestrator.schema import INVALID, error
+
+# What a publishing request carries (definition_from_request); the YAML media types carry the same.
+DEFINITION_BODY: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {
+                "definition": {
+                    "oneOf": [
+                        {"type": "object", "additionalProperties": True},
+                        {"type": "string", "description": "The definition as YAML or JSON text."},
+                    ]
+                }
+            },
+            "required": ["definition"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "additionalProperties": True,
+            "description": "The definition itself: `name`, `steps` and the rest.",
+        },
+    ]
+}
+DEFINITION_REQUEST = dict.fromkeys(
+    ("application/json", "application/yaml", "text/yaml", "application/x-yaml"), DEFINITION_BODY
+)
+INVALID_DEFINITION = error("Invalid definition: `errors` names each problem and where it is.")
+NO_WORKFLOW = error("No workflow of that name.")
+PUBLISHED = {
+    201: OpenApiResponse(PublishedSerializer, description="Published as a new version."),
+    200: OpenApiResponse(
+        PublishedSerializer, description="The same content already was the latest version."
+    ),
+}
 
 
 def definition_from_request(request: Request) -> tuple[Any, str]:
@@ -73,6 +118,14 @@ class WorkflowList(generics.ListAPIView):
     serializer_class = WorkflowSerializer
     queryset = Workflow.objects.select_related("latest_version")
 
+    @extend_schema(
+        request=DEFINITION_REQUEST,
+        responses={
+            **PUBLISHED,
+            400: INVALID_DEFINITION,
+            409: error("A workflow of that name exists: PUT publishes a new version of it."),
+        },
+    )
     def post(self, request: Request) -> Response:
         definition, source = definition_from_request(request)
         name = definition.get("name")
@@ -89,10 +142,16 @@ class WorkflowList(generics.ListAPIView):
 
 
 class WorkflowDetail(APIView):
+    @extend_schema(responses={200: WorkflowDetailSerializer, 404: NO_WORKFLOW})
     def get(self, request: Request, name: str) -> Response:
         workflow = get_object_or_404(Workflow.objects.select_related("latest_version"), name=name)
         return Response(WorkflowDetailSerializer(workflow).data)
 
+    @extend_schema(
+        request=DEFINITION_REQUEST,
+        responses={**PUBLISHED, 400: INVALID_DEFINITION},
+        description="Publish a new version of the workflow, creating it if needed.",
+    )
     def put(self, request: Request, name: str) -> Response:
         definition, source = definition_from_request(request)
         definition.setdefault("name", name)
@@ -105,6 +164,9 @@ class WorkflowDetail(APIView):
         )
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: VersionSerializer(many=True), 404: NO_WORKFLOW})
+)
 class VersionList(generics.ListAPIView):
     serializer_class = VersionSerializer
 
@@ -115,6 +177,11 @@ class VersionList(generics.ListAPIView):
         )
 
 
+@extend_schema_view(
+    get=extend_schema(
+        responses={200: VersionDetailSerializer, 404: error("No such workflow or version.")}
+    )
+)
 class VersionDetail(generics.RetrieveAPIView):
     serializer_class = VersionDetailSerializer
 
@@ -152,6 +219,25 @@ class VersionDiff(APIView):
     `to` defaults to the latest version and `from` to the one before `to`.
     """
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", int, description="Default: the version before `to`."),
+            OpenApiParameter("to", int, description="Default: the latest version."),
+        ],
+        responses={
+            200: inline_serializer(
+                "VersionDiff",
+                {
+                    "workflow": serializers.CharField(),
+                    "from": serializers.IntegerField(),
+                    "to": serializers.IntegerField(),
+                    "diff": serializers.CharField(help_text="A unified diff; empty if none."),
+                },
+            ),
+            400: INVALID,
+            404: error("No such workflow or version."),
+        },
+    )
     def get(self, request: Request, name: str) -> Response:
         workflow = get_object_or_404(Workflow.objects.select_related("latest_version"), name=name)
         latest = workflow.latest_version.number if workflow.latest_version else 0
@@ -168,6 +254,17 @@ class WorkflowRollback(APIView):
     200 with `created: false` when that content is already the latest version.
     """
 
+    @extend_schema(
+        request=inline_serializer("Rollback", {"version": serializers.IntegerField(min_value=1)}),
+        responses={
+            201: OpenApiResponse(RolledBackSerializer, description="Published as a new version."),
+            200: OpenApiResponse(
+                RolledBackSerializer, description="That content already is the latest version."
+            ),
+            400: INVALID,
+            404: error("No such workflow or version."),
+        },
+    )
     def post(self, request: Request, name: str) -> Response:
         workflow = get_object_or_404(Workflow, name=name)
         body = request.data

@@ -23,6 +23,9 @@ class Workflow(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            ("run_workflow", "Can start and control runs of every workflow"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -139,3 +142,52 @@ class Trigger(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow.name}/{self.name} ({self.kind})"
+
+
+class WorkflowGrant(models.Model):
+    """What one user or group may do with one workflow (flows/access.py reads these).
+
+    Roles include the ones below them: edit > run > view; approve > view.
+    """
+
+    class Role(models.TextChoices):
+        VIEW = "view", "view its versions, runs, logs and events"
+        RUN = "run", "view, and start, cancel, pause, resume and rerun runs"
+        EDIT = "edit", "run, and publish, roll back, pause it and change its triggers"
+        APPROVE = "approve", "view, and decide approvals that name no approvers"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="workflow_grants",
+    )
+    group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="workflow_grants",
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["workflow__name", "role"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True)
+                | models.Q(user__isnull=True, group__isnull=False),
+                name="grant_user_xor_group",
+            ),
+            models.UniqueConstraint(fields=["workflow", "user", "role"], name="unique_user_grant"),
+            models.UniqueConstraint(
+                fields=["workflow", "group", "role"], name="unique_group_grant"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = f"user {self.user}" if self.user_id else f"group {self.group}"
+        return f"{who} may {self.role} {self.workflow}"

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows import triggers
+from flows.api_access import VisibleWorkflowsFilter
 from flows.models import Trigger, Workflow
 
 FIELDS = triggers.FIELDS
@@ -86,7 +87,7 @@ def _actor(request: Request) -> str:
 
 class TriggerList(generics.ListCreateAPIView):
     serializer_class = TriggerSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [VisibleWorkflowsFilter, DjangoFilterBackend]
     filterset_class = TriggerFilter
     queryset = Trigger.objects.select_related("workflow", "after_workflow")
 

@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from flows import api as flows_api
-from flows import trigger_api
+from flows import grant_api, trigger_api
 from runs import api as runs_api
 from runs import audit_api, stream_views
 from steps import api as steps_api
@@ -81,6 +81,12 @@ urlpatterns = [
         "triggers/<int:pk>/disable",
         trigger_api.TriggerSwitch.as_view(enabled=False),
         name="trigger-disable",
+    ),
+    path("workflows/<str:name>/grants", grant_api.WorkflowGrants.as_view(), name="workflow-grants"),
+    path(
+        "workflows/<str:name>/grants/<int:pk>",
+        grant_api.WorkflowGrantDetail.as_view(),
+        name="workflow-grant-detail",
     ),
     path(
         "workflows/<str:name>/triggers",

@@ -10,6 +10,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
+from flows.grants import GrantError
 from flows.language.errors import DefinitionError
 from flows.language.inputs import InputError
 from flows.triggers import TriggerError
@@ -28,6 +29,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(problems_body(exc, "invalid approval"), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, InputError):
         return Response(problems_body(exc, "invalid run input"), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, GrantError):
+        return Response({"message": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, TriggerError):
         return Response(problems_body(exc, "invalid trigger"), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DefinitionError):

@@ -21,19 +21,38 @@ def _read(stream: Any) -> bytes:
     return data
 
 
-def _parse(stream: Any, fmt: str) -> Any:
+def _parse(stream: Any, fmt: str, *, allow_nul: bool = False) -> Any:
     data = _read(stream)
     try:
-        return load_document(data, fmt=fmt)
+        doc = load_document(data, fmt=fmt)
     except DefinitionError as exc:
         raise ParseError(f"request body: {exc}") from None
+    if not allow_nul:
+        _refuse_nul(doc)
+    return doc
+
+
+def _refuse_nul(doc: Any) -> None:
+    """PostgreSQL stores no NUL character in text or jsonb: one would be a 500 further on."""
+    if isinstance(doc, str):
+        if "\x00" in doc:
+            raise ParseError("request body: text may not contain a NUL character (\\u0000)")
+    elif isinstance(doc, dict):
+        for key, value in doc.items():
+            _refuse_nul(key)
+            _refuse_nul(value)
+    elif isinstance(doc, list):
+        for item in doc:
+            _refuse_nul(item)
 
 
 class SafeJSONParser(BaseParser):
     media_type = "application/json"
+    allow_nul = False
+    """A view whose code replaces NULs itself (log ingestion) may take them."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        return _parse(stream, "json")
+        return _parse(stream, "json", allow_nul=self.allow_nul)
 
 
 class YAMLParser(BaseParser):
@@ -47,6 +66,7 @@ class YAMLParser(BaseParser):
             doc = load_document(data, fmt="yaml")
         except DefinitionError as exc:
             raise ParseError(f"request body: {exc}") from None
+        _refuse_nul(doc)
         request = (parser_context or {}).get("request")
         if request is not None:
             # The text as the user wrote it (comments included) is kept with the version.

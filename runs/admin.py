@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from flows.admin import pretty_json
+from flows.api_access import narrow
 from runs import recovery, services
 from runs.management.commands.approvals import describe_approvers
 from runs.models import Approval, DeadLetter, Event, LogLine, Run, StepRun
@@ -80,7 +81,13 @@ class PendingApprovalInline(ReadOnlyInline):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """State changes go through services (actions, API, commands), never through a form."""
+    """State changes go through services (actions, API, commands), never through a form.
+
+    Staff see the rows of the workflows they may view (flows/access.py), like the API.
+    """
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return narrow(super().get_queryset(request), request.user)
 
     def has_add_permission(self, request: Any) -> bool:
         return False
@@ -126,7 +133,8 @@ class RunAdmin(ReadOnlyAdmin):
         "created_at",
         "finished_at",
     ]
-    list_filter = ["status", "workflow", "source"]
+    # Only the workflows of the rows shown: the filter must not list workflows one may not view.
+    list_filter = ["status", ("workflow", admin.RelatedOnlyFieldListFilter), "source"]
     search_fields = ["id", "workflow__name"]
     list_select_related = ["workflow", "version"]
     date_hierarchy = "created_at"

@@ -8,7 +8,15 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from rest_framework import generics, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -16,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows.models import Workflow
+from orchestrator.schema import INVALID, error
 from runs import recovery, services
 from runs.engine.states import RunStatus
 from runs.models import Approval, DeadLetter, Event, LogLine, Run
@@ -25,14 +34,28 @@ from runs.serializers import (
     DecisionSerializer,
     EventSerializer,
     LogLineSerializer,
+    LogPageSerializer,
     RerunSerializer,
     RunDetailSerializer,
     RunSerializer,
     StartRunSerializer,
+    WorkflowPausedSerializer,
 )
 from steps.executors.base import StepResult
 
 MAX_PAGE = 10_000
+
+NO_RUN = error("No such run.")
+NO_WORKFLOW = error("No workflow of that name.")
+NO_DEAD_LETTER = error("No such dead letter.")
+AFTER = OpenApiParameter(
+    "after", {"type": "integer", "minimum": 0}, description="Only ids above this cursor."
+)
+LIMIT = OpenApiParameter(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+    description="At most this many (default 1000).",
+)
 
 
 class PlainTextRenderer(BaseRenderer):
@@ -63,6 +86,15 @@ def _cursor(request: Request, name: str = "after") -> int:
     return value
 
 
+def _text(request: Request, name: str) -> str:
+    """A free-text query parameter ("" if absent). A NUL in it is a 400, as DRF's CharField says:
+    PostgreSQL cannot compare text with one (`?workflow=a%00b` was a 500)."""
+    value = request.query_params.get(name, "")
+    if "\x00" in value:
+        raise ValidationError({name: "Null characters are not allowed."})
+    return value
+
+
 def _limit(request: Request, default: int = 1000) -> int:
     raw = request.query_params.get("limit", str(default))
     try:
@@ -74,6 +106,7 @@ def _limit(request: Request, default: int = 1000) -> int:
     return value
 
 
+@extend_schema_view(get=extend_schema(responses={200: RunSerializer(many=True), 404: NO_WORKFLOW}))
 class WorkflowRuns(generics.ListAPIView):
     """GET: the workflow's runs, newest first. POST `{"input": {...}}`: start a run (201)."""
 
@@ -85,6 +118,29 @@ class WorkflowRuns(generics.ListAPIView):
             "workflow", "version", "parent_step"
         )
 
+    @extend_schema(
+        request=StartRunSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Used when the body has no `idempotency_key`.",
+            )
+        ],
+        responses={
+            201: OpenApiResponse(RunDetailSerializer, description="The run started (or queued)."),
+            200: OpenApiResponse(
+                RunDetailSerializer, description="The run this idempotency key already started."
+            ),
+            400: error("Invalid body, or input that does not fit the workflow's input schema."),
+            404: NO_WORKFLOW,
+            409: error(
+                "The workflow has no published version, or the idempotency key was used with "
+                "another input."
+            ),
+        },
+    )
     def post(self, request: Request, name: str) -> Response:
         workflow = get_object_or_404(Workflow.objects.select_related("latest_version"), name=name)
         body = request.data if isinstance(request.data, dict) else None
@@ -116,12 +172,21 @@ class WorkflowRuns(generics.ListAPIView):
         )
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("workflow", str, description="A workflow's name."),
+            OpenApiParameter("status", str, enum=[s.value for s in RunStatus]),
+        ],
+        responses={200: RunSerializer(many=True), 400: INVALID},
+    )
+)
 class RunList(generics.ListAPIView):
     serializer_class = RunSerializer
 
     def get_queryset(self) -> QuerySet[Run]:
         runs = Run.objects.select_related("workflow", "version", "parent_step")
-        workflow = self.request.query_params.get("workflow")
+        workflow = _text(self.request, "workflow")
         if workflow:
             runs = runs.filter(workflow__name=workflow)
         run_status = self.request.query_params.get("status")
@@ -132,6 +197,7 @@ class RunList(generics.ListAPIView):
         return runs
 
 
+@extend_schema_view(get=extend_schema(responses={200: RunDetailSerializer, 404: NO_RUN}))
 class RunDetail(generics.RetrieveAPIView):
     serializer_class = RunDetailSerializer
     queryset = run_detail_queryset()
@@ -140,6 +206,10 @@ class RunDetail(generics.RetrieveAPIView):
 class RunEvents(APIView):
     """The run's events in order; `?after=<id>` continues from a cursor."""
 
+    @extend_schema(
+        parameters=[AFTER, LIMIT],
+        responses={200: EventSerializer(many=True), 400: INVALID, 404: NO_RUN},
+    )
     def get(self, request: Request, pk: Any) -> Response:
         run = get_object_or_404(Run, pk=pk)
         events = (
@@ -150,6 +220,11 @@ class RunEvents(APIView):
         return Response(EventSerializer(events, many=True).data)
 
 
+ERROR_AS_TEXT = OpenApiResponse(
+    OpenApiTypes.STR, description="With `Accept: text/plain` or `?format=txt`: the error as text."
+)
+
+
 class RunLogs(APIView):
     """The run's log lines. JSON by default; `Accept: text/plain` for plain text.
 
@@ -158,10 +233,28 @@ class RunLogs(APIView):
 
     renderer_classes = [JSONRenderer, PlainTextRenderer]
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("step", str, description="Only this step's lines."),
+            AFTER,
+            LIMIT,
+        ],
+        responses={
+            (200, "application/json"): LogPageSerializer,
+            (200, "text/plain"): OpenApiResponse(
+                OpenApiTypes.STR, description="`[step] text` per line, `[-]` for run-level lines."
+            ),
+            (400, "application/json"): INVALID,
+            (404, "application/json"): NO_RUN,
+            # DRF renders an error with the renderer it chose for the request.
+            (400, "text/plain"): ERROR_AS_TEXT,
+            (404, "text/plain"): ERROR_AS_TEXT,
+        },
+    )
     def get(self, request: Request, pk: Any) -> Response | HttpResponse:
         run = get_object_or_404(Run, pk=pk)
         lines = LogLine.objects.filter(run=run, id__gt=_cursor(request)).select_related("step_run")
-        step = request.query_params.get("step")
+        step = _text(request, "step")
         if step:
             if not run.steps.filter(name=step).exists():
                 raise ValidationError({"step": f"run has no step '{step}'"})
@@ -184,6 +277,22 @@ class RunLogs(APIView):
 class RunCancel(APIView):
     """POST: cancel a run that has not ended (and its child runs). 409 if it already ended."""
 
+    @extend_schema(
+        request=inline_serializer(
+            "Cancel",
+            {
+                "reason": serializers.CharField(
+                    required=False, allow_blank=True, max_length=1000, trim_whitespace=False
+                )
+            },
+        ),
+        responses={
+            200: RunDetailSerializer,
+            400: INVALID,
+            404: NO_RUN,
+            409: error("The run already ended."),
+        },
+    )
     def post(self, request: Request, pk: Any) -> Response:
         run = get_object_or_404(Run, pk=pk)
         body = request.data if isinstance(request.data, dict) else {}
@@ -206,6 +315,36 @@ class CallbackView(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
 
+    @extend_schema(
+        request=inline_serializer(
+            "Callback",
+            {
+                "output": serializers.DictField(required=False, allow_null=True),
+                "outputs": serializers.DictField(
+                    required=False, allow_null=True, help_text="Spuds' name for `output`."
+                ),
+                "error": serializers.CharField(
+                    required=False,
+                    allow_null=True,
+                    help_text="Non-blank: the step failed with this message.",
+                ),
+                "success": serializers.BooleanField(required=False, allow_null=True),
+            },
+        ),
+        responses={
+            200: inline_serializer(
+                "CallbackAccepted",
+                {
+                    "run": serializers.UUIDField(),
+                    "step": serializers.CharField(),
+                    "accepted": serializers.BooleanField(),
+                },
+            ),
+            400: error("Malformed body; the token stays usable."),
+            404: error("Unknown token."),
+            410: error("The token was used or expired, or its step no longer waits."),
+        },
+    )
     def post(self, request: Request, token: str) -> Response:
         result = callback_result(request.data)
         try:
@@ -252,6 +391,19 @@ def callback_result(body: Any) -> StepResult:
     return StepResult.success(output)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=["pending", "decided", "expired", "dropped"]),
+            OpenApiParameter("run", OpenApiTypes.UUID, description="A run's id."),
+            OpenApiParameter("workflow", str, description="A workflow's name."),
+            OpenApiParameter(
+                "mine", str, description="`1` or `true`: only those the caller may decide."
+            ),
+        ],
+        responses={200: ApprovalSerializer(many=True), 400: INVALID},
+    )
+)
 class ApprovalList(generics.ListAPIView):
     """Approvals, newest first: `?status=pending` (the inbox), `?run=<id>`, `?workflow=<name>`,
     `?mine=1` (only those the caller may decide)."""
@@ -270,7 +422,7 @@ class ApprovalList(generics.ListAPIView):
         if params.get("run"):
             approvals = approvals.filter(run_id=_uuid(params["run"], "run"))
         if params.get("workflow"):
-            approvals = approvals.filter(run__workflow__name=params["workflow"])
+            approvals = approvals.filter(run__workflow__name=_text(self.request, "workflow"))
         if params.get("mine") in ("1", "true"):
             user = self.request.user
             allowed = [a.pk for a in approvals if services.can_decide(user, a.approvers)]
@@ -283,6 +435,16 @@ class RunApproval(APIView):
     approval of a step: 200 with the approval; 409 when there is none (or another decision won);
     403 for someone not among its approvers; 400 when `data` does not fit its form."""
 
+    @extend_schema(
+        request=DecisionSerializer,
+        responses={
+            200: ApprovalSerializer,
+            400: error("Invalid body, or `data` that does not fit the approval's form."),
+            403: error("The caller is not among the approvers."),
+            404: NO_RUN,
+            409: error("The step has no pending approval, or another decision won."),
+        },
+    )
     def post(self, request: Request, pk: Any, step: str) -> Response:
         run = get_object_or_404(Run, pk=pk)
         body = request.data if isinstance(request.data, dict) else None
@@ -323,6 +485,10 @@ def _actor(request: Request) -> str:
 class RunPause(APIView):
     """POST: nothing new starts in the run; running steps finish. 409 unless it is running."""
 
+    @extend_schema(
+        request=None,
+        responses={200: RunDetailSerializer, 404: NO_RUN, 409: error("The run is not running.")},
+    )
     def post(self, request: Request, pk: Any) -> Response:
         run = services.pause_run(get_object_or_404(Run, pk=pk), actor=_actor(request))
         return Response(RunDetailSerializer(run_detail_queryset().get(pk=run.pk)).data)
@@ -331,6 +497,10 @@ class RunPause(APIView):
 class RunResume(APIView):
     """POST: a paused run goes on. 409 unless it is paused."""
 
+    @extend_schema(
+        request=None,
+        responses={200: RunDetailSerializer, 404: NO_RUN, 409: error("The run is not paused.")},
+    )
     def post(self, request: Request, pk: Any) -> Response:
         run = services.resume_run(get_object_or_404(Run, pk=pk), actor=_actor(request))
         return Response(RunDetailSerializer(run_detail_queryset().get(pk=run.pk)).data)
@@ -341,6 +511,17 @@ class RunRerun(APIView):
     `{"from_step": s, "input": {...}}` runs s and everything after it again (with new input);
     `{"only_step": s}` replays s alone. 201 with the new run (`rerun_of` links them)."""
 
+    @extend_schema(
+        request=RerunSerializer,
+        responses={
+            201: RunDetailSerializer,
+            400: INVALID,
+            404: NO_RUN,
+            409: error(
+                "The run has not ended, names no such step, or both from_step and only_step."
+            ),
+        },
+    )
     def post(self, request: Request, pk: Any) -> Response:
         old = get_object_or_404(Run.objects.select_related("version", "workflow"), pk=pk)
         body = request.data if isinstance(request.data, dict) else None
@@ -359,6 +540,14 @@ class RunRerun(APIView):
 
 
 class WorkflowPause(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: WorkflowPausedSerializer,
+            404: NO_WORKFLOW,
+            409: error("The workflow is already paused."),
+        },
+    )
     def post(self, request: Request, name: str) -> Response:
         workflow = services.pause_workflow(
             get_object_or_404(Workflow, name=name), actor=_actor(request)
@@ -367,6 +556,14 @@ class WorkflowPause(APIView):
 
 
 class WorkflowResume(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: WorkflowPausedSerializer,
+            404: NO_WORKFLOW,
+            409: error("The workflow is not paused."),
+        },
+    )
     def post(self, request: Request, name: str) -> Response:
         workflow = services.resume_workflow(
             get_object_or_404(Workflow, name=name), actor=_actor(request)
@@ -374,6 +571,16 @@ class WorkflowResume(APIView):
         return Response({"name": workflow.name, "paused": workflow.paused})
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=["open", "requeued", "discarded"]),
+            OpenApiParameter("workflow", str, description="A workflow's name."),
+            OpenApiParameter("run", OpenApiTypes.UUID, description="A run's id."),
+        ],
+        responses={200: DeadLetterSerializer(many=True), 400: INVALID},
+    )
+)
 class DeadLetterList(generics.ListAPIView):
     """Dead letters, newest first; `?status=open|requeued|discarded`, `?workflow=`, `?run=`."""
 
@@ -387,12 +594,13 @@ class DeadLetterList(generics.ListAPIView):
                 raise ValidationError({"status": "must be one of open, requeued, discarded"})
             letters = letters.filter(status=params["status"])
         if params.get("workflow"):
-            letters = letters.filter(run__workflow__name=params["workflow"])
+            letters = letters.filter(run__workflow__name=_text(self.request, "workflow"))
         if params.get("run"):
             letters = letters.filter(run_id=_uuid(params["run"], "run"))
         return letters
 
 
+@extend_schema_view(get=extend_schema(responses={200: DeadLetterSerializer, 404: NO_DEAD_LETTER}))
 class DeadLetterDetail(generics.RetrieveAPIView):
     serializer_class = DeadLetterSerializer
     queryset = DeadLetter.objects.select_related("run__workflow", "step_run", "resolved_by")
@@ -401,6 +609,14 @@ class DeadLetterDetail(generics.RetrieveAPIView):
 class DeadLetterRequeue(APIView):
     """POST: run the step again with fresh attempts, reopening its run. 409 unless open."""
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: DeadLetterSerializer,
+            404: NO_DEAD_LETTER,
+            409: error("The dead letter is not open, or its run cannot go on."),
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         letter = get_object_or_404(DeadLetter, pk=pk)
         recovery.requeue_dead_letter(letter, user=request.user, actor=_actor(request))
@@ -411,6 +627,14 @@ class DeadLetterRequeue(APIView):
 class DeadLetterDiscard(APIView):
     """POST: close the dead letter without running anything. 409 unless open."""
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: DeadLetterSerializer,
+            404: NO_DEAD_LETTER,
+            409: error("The dead letter is not open."),
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         letter = get_object_or_404(DeadLetter, pk=pk)
         recovery.discard_dead_letter(letter, user=request.user, actor=_actor(request))

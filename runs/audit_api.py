@@ -6,25 +6,32 @@ command run without --as); this is the view of those, across workflows or for on
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
+from django import forms
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
+from flows.api_access import VisibleWorkflowsFilter
 from flows.models import Workflow
+from orchestrator.schema import INVALID, error
 from runs.models import Event
 
 PEOPLE = Q(actor__startswith="user:") | Q(actor="cli")
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    run = serializers.UUIDField(source="run_id", read_only=True)
-    step = serializers.CharField(source="step_run.name", default=None, read_only=True)
+    run = serializers.UUIDField(source="run_id", read_only=True, allow_null=True)
+    step = serializers.CharField(
+        source="step_run.name", default=None, read_only=True, allow_null=True
+    )
     workflow = serializers.SerializerMethodField()
 
     class Meta:
@@ -36,6 +43,24 @@ class AuditEventSerializer(serializers.ModelSerializer):
         return workflow.name if workflow else None
 
 
+class UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 time, in UTC: PostgreSQL refuses an offset beyond ±15:59, which ISO 8601 and
+    Python allow (`?since=2020-01-01T00:00:00+20:06` was a 500)."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+            raise forms.ValidationError("out of range once converted to UTC") from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
 class AuditFilter(django_filters.FilterSet):
     actor = django_filters.CharFilter(help_text="`user:<name>` or `cli`")
     type = django_filters.CharFilter(
@@ -43,8 +68,8 @@ class AuditFilter(django_filters.FilterSet):
     )
     run = django_filters.UUIDFilter(field_name="run_id")
     workflow = django_filters.CharFilter(method="filter_workflow", help_text="a workflow's name")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Event
@@ -78,12 +103,15 @@ class StrictOrdering(OrderingFilter):
         return super().get_ordering(request, queryset, view)
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: AuditEventSerializer(many=True), 400: INVALID})
+)
 class AuditList(generics.ListAPIView):
     """Actions by people, newest first: `?actor=`, `?type=`, `?workflow=`, `?run=`, `?since=`,
     `?until=`, `?ordering=created_at`."""
 
     serializer_class = AuditEventSerializer
-    filter_backends = [DjangoFilterBackend, StrictOrdering]
+    filter_backends = [VisibleWorkflowsFilter, DjangoFilterBackend, StrictOrdering]
     filterset_class = AuditFilter
     ordering_fields = ["id", "created_at"]
     ordering = ["-id"]
@@ -92,9 +120,20 @@ class AuditList(generics.ListAPIView):
         return Event.objects.filter(PEOPLE).select_related("workflow", "run__workflow", "step_run")
 
 
+@extend_schema_view(
+    get=extend_schema(
+        responses={
+            200: AuditEventSerializer(many=True),
+            400: INVALID,
+            404: error("No workflow of that name."),
+        }
+    )
+)
 class WorkflowAudit(AuditList):
     """Actions by people on one workflow and its runs."""
 
     def get_queryset(self) -> QuerySet[Event]:
+        if getattr(self, "swagger_fake_view", False):  # the schema generator, without a name
+            return Event.objects.none()
         workflow = get_object_or_404(Workflow, name=self.kwargs["name"])
         return super().get_queryset().filter(Q(workflow=workflow) | Q(run__workflow=workflow))

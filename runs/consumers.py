@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import uuid
@@ -23,12 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
+from flows import access
 from runs import streams, wakeups
-from runs.models import Run, StepRun
+from runs.models import StepRun
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +328,7 @@ class RunConsumer(StreamConsumer):
     async def parse(self, message: Mapping[str, Any]) -> RunSubscription | None:
         run_id = str(self.scope["url_route"]["kwargs"]["run_id"])
         subscription = run_subscription(run_id, message)
-        if not await Run.objects.filter(pk=run_id).aexists():
+        if not await sync_to_async(streams.may_view_run)(self.user, run_id):
             await self.close_with(f"no run {run_id}", NOT_FOUND)
             return None
         step = subscription.step
@@ -389,7 +392,11 @@ class EventsConsumer(StreamConsumer):
     """`/ws/events/`: every event, narrowed by workflow, run and type patterns; never ends."""
 
     async def parse(self, message: Mapping[str, Any]) -> EventSubscription:
-        return event_subscription(message)
+        subscription = event_subscription(message)
+        visible = await sync_to_async(access.workflow_ids)(self.user, "view")
+        return dataclasses.replace(
+            subscription, filter=dataclasses.replace(subscription.filter, workflow_ids=visible)
+        )
 
     async def follow(self, sub: EventSubscription) -> None:
         await self.send_json({"type": "subscribed", "after": sub.after})

@@ -8,6 +8,13 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import generics, serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAdminUser
@@ -15,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestrator.schema import INVALID, error
 from runs import hooks
 from runs.models import HookDelivery, HookEndpoint, HookStatus
 from steps.executors.http import display_url
@@ -22,6 +30,10 @@ from steps.executors.http import display_url
 
 class StaffOnly(IsAdminUser):
     message = "only staff may see or change event hooks"
+
+
+NOT_STAFF = error("Only staff may see or change event hooks.")
+NO_HOOK = error("No hook of that name.")
 
 
 class HookEndpointSerializer(serializers.ModelSerializer):
@@ -54,6 +66,12 @@ class HookEndpointSerializer(serializers.ModelSerializer):
     def get_signed(self, obj: HookEndpoint) -> bool:
         return bool(obj.secret)
 
+    @extend_schema_field(
+        inline_serializer(
+            "HookDeliveryCounts",
+            {status: serializers.IntegerField() for status in HookStatus.values},
+        )
+    )
     def get_deliveries(self, obj: HookEndpoint) -> dict[str, int]:
         return {status: getattr(obj, f"n_{status}", 0) for status in HookStatus.values}
 
@@ -79,6 +97,18 @@ class HookDeliverySerializer(serializers.ModelSerializer):
             "created_at",
         ]
 
+    @extend_schema_field(
+        inline_serializer(
+            "HookDeliveryEvent",
+            {
+                "id": serializers.IntegerField(),
+                "type": serializers.CharField(),
+                "run": serializers.UUIDField(allow_null=True),
+                "workflow": serializers.CharField(allow_null=True),
+                "created_at": serializers.DateTimeField(),
+            },
+        )
+    )
     def get_event(self, obj: HookDelivery) -> dict[str, Any]:
         event = obj.event
         return {
@@ -98,6 +128,9 @@ def _endpoints() -> QuerySet[HookEndpoint]:
     return HookEndpoint.objects.annotate(**counts).order_by("name")
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: HookEndpointSerializer(many=True), 403: NOT_STAFF})
+)
 class HookList(generics.ListAPIView):
     permission_classes = [StaffOnly]
     serializer_class = HookEndpointSerializer
@@ -109,6 +142,7 @@ class HookList(generics.ListAPIView):
 class HookDetail(APIView):
     permission_classes = [StaffOnly]
 
+    @extend_schema(responses={200: HookEndpointSerializer, 403: NOT_STAFF, 404: NO_HOOK})
     def get(self, request: Request, name: str) -> Response:
         endpoint = _endpoints().filter(name=name).first()
         if endpoint is None:
@@ -116,6 +150,17 @@ class HookDetail(APIView):
         return Response(HookEndpointSerializer(endpoint).data)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=HookStatus.values)],
+        responses={
+            200: HookDeliverySerializer(many=True),
+            400: INVALID,
+            403: NOT_STAFF,
+            404: NO_HOOK,
+        },
+    )
+)
 class HookDeliveryList(generics.ListAPIView):
     """One endpoint's deliveries, newest first; `?status=pending|delivered|failed`."""
 
@@ -139,6 +184,15 @@ class HookRedeliver(APIView):
 
     permission_classes = [StaffOnly]
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: HookDeliverySerializer,
+            403: NOT_STAFF,
+            404: error("No such hook, or no such delivery of it."),
+            409: error("The delivery has not failed."),
+        },
+    )
     def post(self, request: Request, name: str, pk: int) -> Response:
         endpoint = _endpoint_or_404(name)
         get_object_or_404(HookDelivery, pk=pk, endpoint=endpoint)

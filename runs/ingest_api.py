@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -12,11 +14,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from orchestrator.parsers import PlainTextParser, SafeJSONParser
+from orchestrator.schema import error
 from runs import ingest
-from runs.api import RunLogs
+from runs.api import NO_RUN, RunLogs
 from runs.models import Run
+from runs.serializers import IngestLogsSerializer, LogsIngestedSerializer
 
 BODY_FIELDS = frozenset({"lines", "stream", "step"})
+
+
+class LinesJSONParser(SafeJSONParser):
+    allow_nul = True  # ingest.storable() turns a NUL into U+FFFD, as for a text body
 
 
 class RunLogsView(RunLogs):
@@ -28,7 +36,7 @@ class RunLogsView(RunLogs):
     400 for an unknown step, an empty body, or too many lines; 409 once the run has ended.
     """
 
-    parser_classes = [PlainTextParser, SafeJSONParser]
+    parser_classes = [PlainTextParser, LinesJSONParser]
 
     def get_renderers(self) -> list[BaseRenderer]:
         # RunLogs also renders text/plain; what POST answers is always JSON.
@@ -36,6 +44,26 @@ class RunLogsView(RunLogs):
             return [JSONRenderer()]
         return super().get_renderers()
 
+    @extend_schema(
+        request={"text/plain": OpenApiTypes.STR, "application/json": IngestLogsSerializer},
+        parameters=[
+            OpenApiParameter("step", str, description="Instead of the body's `step`."),
+            OpenApiParameter(
+                "stream",
+                str,
+                enum=[s.value for s in ingest.IngestStream],
+                description="Instead of the body's `stream`.",
+            ),
+        ],
+        responses={
+            (201, "application/json"): LogsIngestedSerializer,
+            (400, "application/json"): error(
+                "An empty body, an unknown step or stream, or too many lines."
+            ),
+            (404, "application/json"): NO_RUN,
+            (409, "application/json"): error("The run has ended: its log is closed."),
+        },
+    )
     def post(self, request: Request, pk: Any) -> Response:
         run = get_object_or_404(Run, pk=pk)
         lines, fields = _body(request)

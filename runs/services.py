@@ -961,16 +961,22 @@ def _open_approval(step: StepRun, attempt: int, wait: Wait) -> Approval:
     )
 
 
-def can_decide(user: Any, approvers: Mapping[str, Any]) -> bool:
-    """Named users, group members and permission holders; with none named, staff and holders of
-    runs.decide_approval. Superusers always."""
+def can_decide(user: Any, approvers: Mapping[str, Any], workflow_id: int | None = None) -> bool:
+    """Named users, group members and permission holders; with none named, staff, holders of
+    runs.decide_approval and of an `approve` grant on the workflow. Superusers always."""
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return False
     if user.is_superuser:
         return True
     users, groups, perms = (approvers.get(k) or [] for k in ("users", "groups", "permissions"))
     if not (users or groups or perms):
-        return user.is_staff or user.has_perm("runs.decide_approval")
+        from flows import access  # flows.access reads approvals through this module
+
+        return (
+            user.is_staff
+            or user.has_perm("runs.decide_approval")
+            or (workflow_id is not None and access.allowed(user, "approve", workflow_id))
+        )
     return (
         user.get_username() in users
         or (bool(groups) and user.groups.filter(name__in=groups).exists())
@@ -1005,7 +1011,7 @@ def decide(
         )
         if approval is None:
             raise InvalidTransition(f"step '{step_name}' of run {run.pk} has no pending approval")
-        if not can_decide(user, approval.approvers):
+        if not can_decide(user, approval.approvers, run.workflow_id):
             raise NotAnApprover(f"you are not one of the approvers of step '{step_name}'")
         if decision == "approve" and approval.form:
             try:

@@ -12,9 +12,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from rest_framework.authtoken.models import Token
 
+from flows import access
 from runs import streams, wakeups
 from runs.models import Run, StepRun
 
@@ -89,9 +91,10 @@ def _cursor(request: HttpRequest) -> int:
 
 
 async def run_events(request: HttpRequest, pk: Any) -> HttpResponse:
-    if await authenticate(request) is None:
+    user = await authenticate(request)
+    if user is None:
         return _problem(401, "authentication required")
-    if not await Run.objects.filter(pk=pk).aexists():
+    if not await sync_to_async(streams.may_view_run)(user, str(pk)):
         return _problem(404, f"no run {pk}")
     try:
         cursor = _cursor(request)
@@ -111,9 +114,10 @@ async def run_events(request: HttpRequest, pk: Any) -> HttpResponse:
 
 
 async def run_logs(request: HttpRequest, pk: Any) -> HttpResponse:
-    if await authenticate(request) is None:
+    user = await authenticate(request)
+    if user is None:
         return _problem(401, "authentication required")
-    if not await Run.objects.filter(pk=pk).aexists():
+    if not await sync_to_async(streams.may_view_run)(user, str(pk)):
         return _problem(404, f"no run {pk}")
     step = request.GET.get("step") or None
     if step and not await StepRun.objects.filter(run_id=pk, name=step).aexists():
@@ -137,7 +141,8 @@ async def run_logs(request: HttpRequest, pk: Any) -> HttpResponse:
 
 
 async def all_events(request: HttpRequest) -> HttpResponse:
-    if await authenticate(request) is None:
+    user = await authenticate(request)
+    if user is None:
         return _problem(401, "authentication required")
     try:
         cursor = _cursor(request)
@@ -148,6 +153,7 @@ async def all_events(request: HttpRequest) -> HttpResponse:
         run=request.GET.get("run") or None,
         workflow=request.GET.get("workflow") or None,
         types=types,
+        workflow_ids=await sync_to_async(access.workflow_ids)(user, "view"),
     )
     if flt.run:
         try:

@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.db.models import Q
 
+from flows import access
 from runs.engine.states import RunStatus
 from runs.frontier import frontier_of
 from runs.models import Event, LogLine, Run
@@ -36,9 +37,13 @@ class EventFilter:
     workflow: str | None = None
     types: tuple[str, ...] = ()
     """Exact types (`step.failed`) or prefixes ending in `.*` (`run.*`)."""
+    workflow_ids: frozenset[int] | None = None
+    """The workflows the client may view (flows/access.py); None: every one."""
 
     def query(self) -> Q:
         q = Q()
+        if self.workflow_ids is not None:
+            q &= Q(workflow_id__in=self.workflow_ids) | Q(run__workflow_id__in=self.workflow_ids)
         if self.run:
             q &= Q(run_id=self.run)
         if self.workflow:
@@ -125,6 +130,13 @@ def lines_after(
         }
         for row in rows
     ]
+
+
+def may_view_run(user: Any, run_id: str) -> bool:
+    """Whether the run exists for `user`: it exists and they may view its workflow. A run they
+    may not view is answered like a missing one, so its existence does not leak."""
+    workflow_id = Run.objects.filter(pk=run_id).values_list("workflow_id", flat=True).first()
+    return workflow_id is not None and access.allowed(user, "view", workflow_id)
 
 
 def run_has_ended(run_id: str) -> bool:

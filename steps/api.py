@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAdminUser
@@ -12,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
+from orchestrator.schema import INVALID, error
 from steps import secrets
 from steps.models import Secret
 from steps.serializers import SecretCreateSerializer, SecretSerializer, SecretUpdateSerializer
@@ -27,6 +29,22 @@ def _not_found(name: str) -> NotFound:
     return NotFound(f"unknown secret '{name}'")
 
 
+NOT_STAFF = error("Only staff may see or change secrets.")
+NO_SECRET = error("No secret of that name.")
+
+
+@extend_schema_view(
+    get=extend_schema(responses={200: SecretSerializer(many=True), 403: NOT_STAFF}),
+    post=extend_schema(
+        request=SecretCreateSerializer,
+        responses={
+            201: SecretSerializer,
+            400: INVALID,
+            403: NOT_STAFF,
+            409: error("A secret of that name exists: PUT changes it."),
+        },
+    ),
+)
 class SecretList(generics.ListAPIView):
     permission_classes = [IsAdminUser]
     serializer_class = SecretSerializer
@@ -45,6 +63,24 @@ class SecretList(generics.ListAPIView):
         return Response(SecretSerializer(secret).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: SecretSerializer, 403: NOT_STAFF, 404: NO_SECRET}),
+    put=extend_schema(
+        request=SecretUpdateSerializer,
+        responses={200: SecretSerializer, 400: INVALID, 403: NOT_STAFF, 404: NO_SECRET},
+    ),
+    patch=extend_schema(
+        request=SecretUpdateSerializer,
+        responses={200: SecretSerializer, 400: INVALID, 403: NOT_STAFF, 404: NO_SECRET},
+    ),
+    delete=extend_schema(
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            403: NOT_STAFF,
+            404: NO_SECRET,
+        }
+    ),
+)
 class SecretDetail(APIView):
     """GET shows a secret (not its value); PUT and PATCH change its value and/or description."""
 

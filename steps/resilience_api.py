@@ -10,20 +10,22 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.exceptions import NotFound
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestrator.pagination import LimitOffsetPagination
+from orchestrator.schema import error
 from steps import guards
 from steps.connectors import all_connectors, get_connector
 from steps.executors.connector import ConnectorSpec
 from steps.executors.http import display_url
 from steps.models import CircuitBreaker, TargetHealth
-from steps.resilience_rules import connector_target_key
+from steps.resilience_rules import OnOpen, connector_target_key
 
 
 class TargetHealthSerializer(serializers.ModelSerializer):
@@ -60,6 +62,46 @@ class CircuitBreakerSerializer(serializers.ModelSerializer):
         ]
 
 
+class ConnectorOperationSerializer(serializers.Serializer):
+    type = serializers.CharField(
+        help_text="The step type that calls it: `<connector>.<operation>`."
+    )
+    method = serializers.CharField()
+    path = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+
+
+class ConnectorAuthSerializer(serializers.Serializer):
+    scheme = serializers.ChoiceField(choices=["bearer", "basic", "header"])
+    secret = serializers.CharField(help_text="The name of a Furrow secret, never its value.")
+    header = serializers.CharField(required=False, help_text="Only for the header scheme.")
+    username = serializers.CharField(required=False, help_text="Only for the basic scheme.")
+
+
+class BreakerPolicySerializer(serializers.Serializer):
+    failure_threshold = serializers.IntegerField()
+    success_threshold = serializers.IntegerField()
+    open_timeout = serializers.FloatField(help_text="Seconds.")
+    on_open = serializers.ChoiceField(choices=[value.value for value in OnOpen])
+
+
+class ConnectorSerializer(serializers.Serializer):
+    """What connector_json() answers; it describes the body for the schema."""
+
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    source = serializers.ChoiceField(choices=["preset", "settings", "database"])
+    enabled = serializers.BooleanField()
+    base_url = serializers.CharField()
+    operations = serializers.DictField(child=ConnectorOperationSerializer())
+    auth = ConnectorAuthSerializer(allow_null=True)
+    timeout = serializers.FloatField(help_text="Seconds.")
+    rate_limit = serializers.FloatField(allow_null=True, help_text="Requests per second.")
+    circuit_breaker = BreakerPolicySerializer(allow_null=True)
+    health_url = serializers.CharField(allow_blank=True)
+    health = TargetHealthSerializer(allow_null=True)
+
+
 def connector_json(spec: ConnectorSpec, health: TargetHealth | None) -> dict[str, Any]:
     return {
         "name": spec.name,
@@ -92,9 +134,12 @@ def _health_by_key(keys: list[str]) -> dict[str, TargetHealth]:
 class ConnectorList(APIView):
     """Presets, FURROW_CONNECTORS and admin rows, merged (steps.connectors), by name."""
 
+    pagination_class = LimitOffsetPagination  # what get() pages with; the schema reads it here
+
+    @extend_schema(operation_id="connectors_list", responses=ConnectorSerializer(many=True))
     def get(self, request: Request) -> Response:
         specs = sorted(all_connectors().values(), key=lambda spec: spec.name)
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(specs, request, view=self) or []
         health = _health_by_key([connector_target_key(spec.name) for spec in page])
         items = [connector_json(spec, health.get(connector_target_key(spec.name))) for spec in page]
@@ -102,6 +147,7 @@ class ConnectorList(APIView):
 
 
 class ConnectorDetail(APIView):
+    @extend_schema(responses={200: ConnectorSerializer, 404: error("No connector of that name.")})
     def get(self, request: Request, name: str) -> Response:
         spec = get_connector(name)
         if spec is None:
@@ -124,6 +170,14 @@ class CircuitBreakerReset(APIView):
 
     permission_classes = [StaffOnly]
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: CircuitBreakerSerializer,
+            403: error("Only staff may reset a circuit breaker."),
+            404: error("No circuit breaker with this key."),
+        },
+    )
     def post(self, request: Request, key: str) -> Response:
         try:
             breaker = guards.reset_breaker(key, actor=f"user:{request.user.get_username()}")
@@ -138,6 +192,9 @@ class HealthList(generics.ListAPIView):
 
 
 class HealthDetail(APIView):
+    @extend_schema(
+        responses={200: TargetHealthSerializer, 404: error("No health checks of this target yet.")}
+    )
     def get(self, request: Request, key: str) -> Response:
         target = TargetHealth.objects.filter(key=key).first()
         if target is None:

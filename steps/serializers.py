@@ -13,7 +13,9 @@ from steps.secrets import validate_secret_value
 class SecretSerializer(serializers.ModelSerializer):
     """What the API shows of a secret: everything but its value."""
 
-    updated_by = serializers.CharField(source="updated_by.username", default=None, read_only=True)
+    updated_by = serializers.CharField(
+        source="updated_by.username", default=None, read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Secret

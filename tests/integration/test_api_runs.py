@@ -213,6 +213,32 @@ def test_a_workflows_runs_are_listed_under_it(api, release):
     assert [row["id"] for row in response.json()["results"]] == [str(run.pk)]
 
 
+def test_a_limit_or_offset_beyond_64_bits_is_clamped_instead_of_a_server_error(api, release):
+    # Found by tests/integration/test_fuzz_api.py: the database refused such a LIMIT (a 500).
+    run = services.start_run(release, {"version": "1"})
+    huge = str(2**80)
+
+    everything = api.get(f"/api/v1/runs?limit={huge}")
+    nothing = api.get(f"/api/v1/runs?limit={huge}&offset={huge}")
+
+    assert everything.status_code == 200
+    assert [row["id"] for row in everything.json()["results"]] == [str(run.pk)]
+    assert nothing.status_code == 200
+    assert nothing.json()["results"] == []
+    assert nothing.json()["count"] == 1
+
+
+@pytest.mark.parametrize("path", ["runs", "approvals", "dead-letters"])
+def test_a_nul_in_a_workflow_filter_is_a_400_naming_it(api, release, path):
+    # Found by tests/integration/test_fuzz_api.py: PostgreSQL refused to compare it (a 500).
+    response = api.get(f"/api/v1/{path}?workflow=release%00")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"path": "workflow", "message": "Null characters are not allowed."}
+    ]
+
+
 def test_an_unknown_status_filter_is_400(api, release):
     response = api.get("/api/v1/runs?status=exploded")
 

@@ -363,6 +363,17 @@ BAD_BODIES = {
         "application/yaml",
         "duplicate key 'name'",
     ),
+    # PostgreSQL stores no NUL: found by tests/integration/test_fuzz_api.py (a 500 there).
+    "a NUL in JSON": (
+        '{"name": "a\\u0000", "steps": {"a": {"type": "noop"}}}',
+        "application/json",
+        "NUL character",
+    ),
+    "a NUL in YAML": (
+        'name: "a\\0"\nsteps: {a: {type: noop}}\n',
+        "application/yaml",
+        "NUL character",
+    ),
     "a python tag": (
         "!!python/object/apply:os.system ['true']",
         "application/yaml",
@@ -417,3 +428,12 @@ def test_a_yaml_string_definition_over_1_mb_is_refused(api, settings):
     assert response.status_code == 400
     assert "limit" in response.json()["message"]
     assert stored() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/workflows/a%00b", "/api/v1/secrets/x%00", "/hooks/a%00b", "/health%00"]
+)
+def test_a_nul_in_the_path_is_a_400_not_a_server_error(api, path):
+    response = api.get(path)
+    assert response.status_code == 400
+    assert "NUL" in response.json()["message"]

@@ -14,6 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from flows.models import WorkflowGrant
 from runs import services
 from runs.models import Approval, Event, Run, StepRun
 from tests.conftest import drive
@@ -158,6 +159,7 @@ def test_a_staff_user_who_is_not_an_approver_is_told_so_and_nothing_changes(
     client, charlie, waiting
 ):
     run = waiting()
+    WorkflowGrant.objects.create(workflow=run.workflow, user=charlie, role="view")  # sees it
     client.force_login(charlie)
     before = Event.objects.count()
 

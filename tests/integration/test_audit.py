@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from flows.models import Workflow
+from flows.models import Workflow, WorkflowGrant
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +29,8 @@ def history(api, bob):
     publish(api, OTHER)
     run = api.post("/api/v1/workflows/deploy/runs", {"input": {}}, format="json").json()["id"]
     api.post(f"/api/v1/runs/{run}/cancel", {"reason": "wrong branch"}, format="json")
+    other = Workflow.objects.get(name="other")
+    WorkflowGrant.objects.create(workflow=other, user=bob, role="edit")
     call_command("pause_workflow", "other", "--as", "bob", stdout=StringIO())
     return run
 
@@ -93,6 +95,18 @@ def test_bad_audit_filters_are_a_400_naming_the_parameter(api, history, query):
     response = api.get(f"/api/v1/audit?{query}")
     assert response.status_code == 400, (query, response.content)
     assert response.json()["message"]
+
+
+def test_a_time_filter_with_any_iso_offset_is_compared_in_utc(api):
+    # Found by tests/integration/test_fuzz_api.py: PostgreSQL refused the +20:06 offset (a 500).
+    later = api.get("/api/v1/audit?since=9999-01-01T00:00:00%2B20:06")
+    earlier = api.get("/api/v1/audit?until=2000-01-01T00:00:00-22:10")
+    out_of_range = api.get("/api/v1/audit?until=0001-01-01T00:00:00%2B01:00")
+
+    assert (later.status_code, later.json()["results"]) == (200, [])
+    assert (earlier.status_code, earlier.json()["results"]) == (200, [])
+    assert out_of_range.status_code == 400
+    assert out_of_range.json()["errors"][0]["path"] == "until"
 
 
 def test_the_audit_needs_credentials(history):

@@ -12,6 +12,8 @@ from django.urls import resolve
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from flows import access
+from flows.models import WorkflowGrant
 from runs import services
 from runs.ingest import MAX_LINE_BYTES
 from runs.ingest_api import RunLogsView
@@ -336,6 +338,7 @@ def test_ingested_lines_are_read_back_in_order_as_json_text_and_from_a_cursor(ap
 
 
 def test_a_token_or_a_session_may_send_lines(run, bob):
+    WorkflowGrant.objects.create(workflow=run.workflow, user=bob, role="run")
     token = APIClient(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}")
     session = APIClient()
     assert session.login(username="bob", password="bob-pw")
@@ -343,6 +346,16 @@ def test_a_token_or_a_session_may_send_lines(run, bob):
     assert post_text(token, run, "by token\n").status_code == 201
     assert post_text(session, run, "by session\n").status_code == 201
     assert texts(run) == ["by token", "by session"]
+
+
+def test_only_those_who_may_run_the_workflow_send_lines(run, bob):
+    client = APIClient()
+    client.force_authenticate(bob)
+    assert post_text(client, run, "outsider\n").status_code == 404  # not even its existence
+    WorkflowGrant.objects.create(workflow=run.workflow, user=bob, role="view")
+    access.forget(bob)  # a real request loads its user afresh; this client reuses one object
+    assert post_text(client, run, "viewer\n").status_code == 403
+    assert texts(run) == []
 
 
 def test_anonymous_clients_may_not_send_lines(run):

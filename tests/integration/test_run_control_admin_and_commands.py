@@ -226,7 +226,8 @@ def test_the_workflow_list_shows_and_filters_paused_but_the_form_cannot_change_i
     assert ">d<" not in listing
     url = reverse("admin:flows_workflow_change", args=[held.pk])
     form = {"description": "new words", "paused": "", "versions-TOTAL_FORMS": "0"}
-    response = client.post(url, {**form, "versions-INITIAL_FORMS": "0"})
+    grants = {"grants-TOTAL_FORMS": "0", "grants-INITIAL_FORMS": "0"}
+    response = client.post(url, {**form, "versions-INITIAL_FORMS": "0", **grants})
     assert response.status_code == 302  # saved: the description is editable, `paused` is not
     held.refresh_from_db()
     assert (held.paused, held.description) == (True, "new words")

@@ -26,7 +26,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         workflow = workflow_named(options["name"])
-        user, actor = acting_user(options["username"])
+        user, actor = acting_user(options["username"], "edit", workflow.pk)
         try:
             published = services.rollback(workflow, options["version"], user=user, actor=actor)
         except services.VersionNotFound as exc:

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from runs import services
-from runs.management.commands.approve import get_user
+from runs.management.commands.pause_run import acting_user
 from runs.management.commands.show_run import get_run
 
 
@@ -30,9 +30,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = get_run(options["id"])
-        actor = "cli"
-        if options["username"] is not None:
-            actor = f"user:{get_user(options['username']).get_username()}"
+        _, actor = acting_user(options["username"], "run", run.workflow_id)
         try:
             services.cancel_run(run, actor=actor, reason=options["reason"])
         except services.InvalidTransition as exc:

@@ -50,7 +50,7 @@ class Command(BaseCommand):
         if not (options["requeue"] or options["discard"]):
             self.write_letter(letter)
             return
-        user, actor = acting_user(options["username"])
+        user, actor = acting_user(options["username"], "run", letter.run.workflow_id)
         try:
             if options["requeue"]:
                 run = recovery.requeue_dead_letter(letter, user=user, actor=actor)

@@ -6,16 +6,26 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from flows import access
 from runs import services
 from runs.management.commands.approve import get_user
 from runs.management.commands.show_run import get_run
 
 
-def acting_user(username: str | None) -> tuple[Any, str]:
-    """The user given by --as and the actor the events name; (None, "cli") without --as."""
+def acting_user(
+    username: str | None, action: str | None = None, workflow_id: int | None = None
+) -> tuple[Any, str]:
+    """The user given by --as and the actor the events name; (None, "cli") without --as.
+
+    With --as, the command acts as that user, under the same rules as the API (flows/access.py):
+    CommandError unless they may `action` the workflow. Without it, whoever has a shell on the
+    server is trusted, as they could edit the database anyway.
+    """
     if username is None:
         return None, "cli"
     user = get_user(username)
+    if action is not None and not access.allowed(user, action, workflow_id):
+        raise CommandError(f"user '{user.get_username()}' may not {action} this workflow")
     return user, f"user:{user.get_username()}"
 
 
@@ -40,7 +50,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = get_run(options["id"])
-        _, actor = acting_user(options["username"])
+        _, actor = acting_user(options["username"], "run", run.workflow_id)
         try:
             services.pause_run(run, actor=actor)
         except services.InvalidTransition as exc:

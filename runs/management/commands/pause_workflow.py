@@ -30,7 +30,7 @@ class Command(BaseCommand):
         workflow = Workflow.objects.filter(name=name).first()
         if workflow is None:
             raise CommandError(f"no workflow named '{name}'")
-        _, actor = acting_user(options["username"])
+        _, actor = acting_user(options["username"], "edit", workflow.pk)
         try:
             if options["resume"]:
                 self.resume(workflow, actor)

@@ -34,7 +34,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = get_run(options["id"])
-        user, actor = acting_user(options["username"])
+        user, actor = acting_user(options["username"], "run", run.workflow_id)
         new = self.rerun(run, options, user, actor)
         self.stdout.write(str(new.pk))
 

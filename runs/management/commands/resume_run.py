@@ -23,7 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = get_run(options["id"])
-        _, actor = acting_user(options["username"])
+        _, actor = acting_user(options["username"], "run", run.workflow_id)
         try:
             services.resume_run(run, actor=actor)
         except services.InvalidTransition as exc:
