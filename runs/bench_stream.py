@@ -36,7 +36,7 @@ from django.core.management.base import CommandError
 from rest_framework.authtoken.models import Token
 
 from flows import services as flow_services
-from flows.models import Workflow
+from flows.models import Workflow, WorkflowGrant
 from runs import services
 from runs.engine.states import RunStatus
 from runs.management.commands.serve import children
@@ -231,12 +231,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def api_client(base_url: str, timeout: float) -> httpx.Client:
-    """A client authenticated with the bench user's API token (both created when missing)."""
+def api_client(base_url: str, timeout: float, workflow: Workflow) -> httpx.Client:
+    """A client authenticated with the bench user's API token (both created when missing), who
+    may view `workflow` and nothing else: the stream pays for the access check like any client's."""
     user, created = get_user_model().objects.get_or_create(username=USERNAME)
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])
+    WorkflowGrant.objects.get_or_create(workflow=workflow, user=user, role="view")
     token, _ = Token.objects.get_or_create(user=user)
     return httpx.Client(
         base_url=base_url, headers={"Authorization": f"Token {token.key}"}, timeout=timeout
@@ -362,7 +364,7 @@ def measure(
         try:
             daphne.start(timeout)
             assert daphne.proc is not None
-            with api_client(daphne.url, timeout) as client:
+            with api_client(daphne.url, timeout, workflow) as client:
                 follower = Follower(client, workflow, Path(tmp))
                 follower.follow(20, LATENCY_RATE)  # warm-up: worker imports, the first request
                 report = {"latency_ms": latency(follower, max(1, repeat))}
