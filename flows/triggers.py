@@ -91,9 +91,17 @@ def save_trigger(trigger: Trigger, *, actor: str = "system", event: str = "") ->
             _schedule(trigger).next_after(timezone.now()) if trigger.enabled else None
         )
     with transaction.atomic():
+        if trigger.kind == Trigger.Kind.WORKFLOW and trigger.enabled and not _followers().exists():
+            # The completion cursor rests while no trigger needs it; the first one starts it at
+            # the end of the log, so no run that ended before it was made starts a follower.
+            hooks.skip_to_end(hooks.event_cursor(CURSOR))
         trigger.save()
         _audit(trigger, event or ("trigger.created" if created else "trigger.changed"), actor)
     return trigger
+
+
+def _followers() -> Any:
+    return Trigger.objects.filter(kind=Trigger.Kind.WORKFLOW, enabled=True)
 
 
 def set_enabled(trigger: Trigger, enabled: bool, *, actor: str = "system") -> Trigger:
@@ -259,6 +267,8 @@ def fire_after_runs(now: datetime | None = None) -> int:
     ended while no tick loop was up still starts its followers, once.
     """
     now = now or timezone.now()
+    if not _followers().exists():
+        return 0  # no writes at all: on SQLite every pass would take the write lock
     cursor = hooks.event_cursor(CURSOR)
     if not hooks.unread(cursor, now).exists():
         return 0
@@ -289,9 +299,9 @@ def _start_followers(ended: Mapping[Any, str]) -> int:
     by_workflow: dict[int, list[Run]] = {}
     for run in runs:
         by_workflow.setdefault(run.workflow_id, []).append(run)
-    followers = Trigger.objects.filter(
-        kind=Trigger.Kind.WORKFLOW, enabled=True, after_workflow_id__in=list(by_workflow)
-    ).select_related("workflow")
+    followers = (
+        _followers().filter(after_workflow_id__in=list(by_workflow)).select_related("workflow")
+    )
     started = 0
     for trigger in followers:
         for run in by_workflow[trigger.after_workflow_id]:

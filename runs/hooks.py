@@ -199,7 +199,7 @@ def _enqueue_batch(now: datetime) -> tuple[int, int]:
         cursor = HookCursor.objects.select_for_update().get(pk=cursor.pk)
         routes = _routes()
         if not routes:
-            _skip_to_end(cursor)
+            skip_to_end(cursor)
             return 0, 0
         events = list(
             unread(cursor, now)
@@ -246,7 +246,7 @@ def _routes() -> list[Route]:
     return [Route(pk, tuple(types or ()), tuple(flows or ())) for pk, types, flows in rows]
 
 
-def _skip_to_end(cursor: HookCursor) -> None:
+def skip_to_end(cursor: HookCursor) -> None:
     last = Event.objects.aggregate(last=Max("pk"))["last"] or 0
     cursor.last_event_id, cursor.gaps = max(last, cursor.last_event_id), []
     cursor.save(update_fields=["last_event_id", "gaps", "updated_at"])

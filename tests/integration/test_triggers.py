@@ -451,3 +451,28 @@ def test_clusters_firing_at_the_same_moment_start_one_run(report):
     in_threads([lambda: triggers.fire_due_schedules(now) for _ in range(4)])
     assert len(runs_of(report)) == 1
     assert Trigger.objects.get(pk=trigger.pk).fires == 1
+
+
+def test_runs_that_ended_before_the_first_completion_trigger_start_nothing(
+    report, deploy, run_to_end
+):
+    from runs import services
+    from runs.models import HookCursor
+
+    earlier = run_to_end(services.start_run(deploy, {}))
+    assert triggers.fire_after_runs() == 0
+    assert not HookCursor.objects.filter(name=triggers.CURSOR).exists()  # no trigger, no writes
+
+    make(
+        report,
+        name="after-deploy",
+        kind="workflow",
+        after_workflow=deploy,
+        on_statuses=["succeeded"],
+        input={"at": "{{ run.id }}"},
+    )
+    assert triggers.fire_after_runs() == 0
+    later = run_to_end(services.start_run(deploy, {}))
+    assert triggers.fire_after_runs() == 1
+    assert [r.input["at"] for r in runs_of(report)] == [str(later.pk)]
+    assert earlier.pk != later.pk
