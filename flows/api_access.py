@@ -66,13 +66,13 @@ WORKFLOW_PATHS: dict[type, str] = {
 }
 
 
-def narrow(queryset: QuerySet, user: Any) -> QuerySet:
-    """`queryset` with only the rows of workflows `user` may view (rows of other models as is)."""
+def narrow(queryset: QuerySet, user: Any, action: str = "view") -> QuerySet:
+    """`queryset` with only the rows of workflows `user` may `action` (other models as is)."""
     model = queryset.model
-    if model is Event:
+    if model is Event and action == "view":
         return access.visible_events(queryset, user)
     path = WORKFLOW_PATHS.get(model)
-    return queryset if path is None else access.visible(queryset, user, path)
+    return queryset if path is None else access.visible(queryset, user, path, action)
 
 
 def workflow_of(kind: str, kwargs: dict[str, Any]) -> int | None:

@@ -3,6 +3,7 @@ requeue and discard dead letters) call runs.services and runs.recovery."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -89,6 +90,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return narrow(super().get_queryset(request), request.user)
 
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # The actions that change runs act only on the workflows the user may run, as the API.
+        actions = super().get_actions(request)
+        for name, (func, action_name, description) in list(actions.items()):
+            if "control" in getattr(func, "allowed_permissions", ()):
+                actions[name] = (_runnable_only(func), action_name, description)
+        return actions
+
     def has_add_permission(self, request: Any) -> bool:
         return False
 
@@ -99,6 +108,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         # The actions that change a run (or its dead letters) need runs.change_run although the
         # change form is off: view-only staff may look but not act.
         return request.user.has_perm("runs.change_run")
+
+
+def _runnable_only(action: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(action)
+    def narrowed(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
+        allowed = narrow(queryset, request.user, "run")
+        left_out = queryset.count() - allowed.count()
+        if left_out:
+            message = f"{left_out} selected item(s) left alone: you may not run their workflow."
+            modeladmin.message_user(request, message, messages.ERROR)
+        action(modeladmin, request, allowed)
+
+    return narrowed
 
 
 def run_link(run_id: Any) -> str:

@@ -283,3 +283,23 @@ def test_grants_changed_in_the_admin_are_audited(flows, client, alice, bob):
         "user:alice",
         {"role": "run", "user": "bob", "group": None},
     )
+
+
+def test_admin_actions_change_only_runs_of_workflows_one_may_run(flows, client, django_user_model):
+    staff = django_user_model.objects.create_user("sam", "s@example.com", "pw", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_run", "change_run"]))
+    grant(flows["deploy"], "run", user=staff)
+    grant(flows["payroll"], "view", user=staff)
+    runnable = services.start_run(flows["deploy"], {})
+    viewed = services.start_run(flows["payroll"], {})
+    client.force_login(staff)
+
+    response = client.post(
+        "/admin/runs/run/",
+        {"action": "cancel", "_selected_action": [runnable.pk, viewed.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "1 selected item(s) left alone" in page
+    assert Run.objects.get(pk=runnable.pk).status == "cancelled"
+    assert Run.objects.get(pk=viewed.pk).status == viewed.status
