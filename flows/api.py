@@ -110,7 +110,8 @@ def _published(published: services.Published) -> Response:
     )
 
 
-def _actor(request: Request) -> str:
+def actor_of(request: Request) -> str:
+    """The actor an API request's events name."""
     return f"user:{request.user.get_username()}"
 
 
@@ -137,7 +138,7 @@ class WorkflowList(generics.ListAPIView):
                 status=status.HTTP_409_CONFLICT,
             )
         return _published(
-            services.publish(definition, source=source, user=request.user, actor=_actor(request))
+            services.publish(definition, source=source, user=request.user, actor=actor_of(request))
         )
 
 
@@ -160,7 +161,7 @@ class WorkflowDetail(APIView):
                 Problem("name", f"'{definition['name']}' does not match the URL's '{name}'")
             )
         return _published(
-            services.publish(definition, source=source, user=request.user, actor=_actor(request))
+            services.publish(definition, source=source, user=request.user, actor=actor_of(request))
         )
 
 
@@ -275,7 +276,7 @@ class WorkflowRollback(APIView):
             raise ValidationError(dict.fromkeys(extra, "unknown field"))
         number = _version_number(body["version"], "version")
         published = _versions(
-            lambda: services.rollback(workflow, number, user=request.user, actor=_actor(request))
+            lambda: services.rollback(workflow, number, user=request.user, actor=actor_of(request))
         )
         response = _published(published)
         response.data["content_of"] = number

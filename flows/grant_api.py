@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows import grants
+from flows.api import actor_of
 from flows.models import Workflow, WorkflowGrant
 
 
@@ -47,10 +48,6 @@ class GrantSerializer(serializers.ModelSerializer):
         return data
 
 
-def _actor(request: Request) -> str:
-    return f"user:{request.user.get_username()}"
-
-
 class WorkflowGrants(generics.ListAPIView):
     serializer_class = GrantSerializer
 
@@ -64,12 +61,12 @@ class WorkflowGrants(generics.ListAPIView):
         workflow = get_object_or_404(Workflow, name=name)
         serializer = GrantSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        made = grants.grant(workflow, **serializer.validated_data, actor=_actor(request))
+        made = grants.grant(workflow, **serializer.validated_data, actor=actor_of(request))
         return Response(GrantSerializer(made).data, status=status.HTTP_201_CREATED)
 
 
 class WorkflowGrantDetail(APIView):
     def delete(self, request: Request, name: str, pk: int) -> Response:
         row = get_object_or_404(WorkflowGrant, pk=pk, workflow__name=name)
-        grants.revoke(row, actor=_actor(request))
+        grants.revoke(row, actor=actor_of(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows import triggers
+from flows.api import actor_of
 from flows.api_access import VisibleWorkflowsFilter
 from flows.models import Trigger, Workflow
 
@@ -81,10 +82,6 @@ class TriggerFilter(django_filters.FilterSet):
         fields: list[str] = []
 
 
-def _actor(request: Request) -> str:
-    return f"user:{request.user.get_username()}"
-
-
 class TriggerList(generics.ListCreateAPIView):
     serializer_class = TriggerSerializer
     filter_backends = [VisibleWorkflowsFilter, DjangoFilterBackend]
@@ -92,7 +89,7 @@ class TriggerList(generics.ListCreateAPIView):
     queryset = Trigger.objects.select_related("workflow", "after_workflow")
 
     def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(), "actor": _actor(self.request)}
+        return {**super().get_serializer_context(), "actor": actor_of(self.request)}
 
 
 class WorkflowTriggers(TriggerList):
@@ -113,10 +110,10 @@ class TriggerDetail(generics.RetrieveUpdateDestroyAPIView):
     queryset = Trigger.objects.select_related("workflow", "after_workflow")
 
     def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(), "actor": _actor(self.request)}
+        return {**super().get_serializer_context(), "actor": actor_of(self.request)}
 
     def perform_destroy(self, trigger: Trigger) -> None:
-        triggers.delete_trigger(trigger, actor=_actor(self.request))
+        triggers.delete_trigger(trigger, actor=actor_of(self.request))
 
 
 class TriggerSwitch(APIView):
@@ -126,5 +123,5 @@ class TriggerSwitch(APIView):
 
     def post(self, request: Request, pk: int) -> Response:
         trigger = get_object_or_404(Trigger.objects.select_related("workflow"), pk=pk)
-        triggers.set_enabled(trigger, self.enabled, actor=_actor(request))
+        triggers.set_enabled(trigger, self.enabled, actor=actor_of(request))
         return Response(TriggerSerializer(trigger).data, status=status.HTTP_200_OK)

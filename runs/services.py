@@ -1144,23 +1144,25 @@ def resume_run(run: Run, *, actor: str = "system") -> Run:
 
 def pause_workflow(workflow: Workflow, *, actor: str = "system") -> Workflow:
     """New runs queue; queued runs wait. Runs already going are not paused (pause those one by one)."""
-    with transaction.atomic():
-        won = Workflow.objects.filter(pk=workflow.pk, paused=False).update(paused=True)
-        if not won:
-            raise InvalidTransition(f"workflow '{workflow.name}' is already paused")
-        Event.objects.create(workflow=workflow, type="workflow.paused", actor=actor)
-    workflow.paused = True
-    return workflow
+    return _set_paused(workflow, True, actor)
 
 
 def resume_workflow(workflow: Workflow, *, actor: str = "system") -> Workflow:
-    with transaction.atomic():
-        won = Workflow.objects.filter(pk=workflow.pk, paused=True).update(paused=False)
-        if not won:
-            raise InvalidTransition(f"workflow '{workflow.name}' is not paused")
-        Event.objects.create(workflow=workflow, type="workflow.resumed", actor=actor)
-    workflow.paused = False
+    _set_paused(workflow, False, actor)
     admit_queued(workflow.pk, actor=actor)
+    return workflow
+
+
+def _set_paused(workflow: Workflow, paused: bool, actor: str) -> Workflow:
+    """Flip `paused` if it is not already so (else InvalidTransition), with its event."""
+    with transaction.atomic():
+        won = Workflow.objects.filter(pk=workflow.pk, paused=not paused).update(paused=paused)
+        if not won:
+            state = "already paused" if paused else "not paused"
+            raise InvalidTransition(f"workflow '{workflow.name}' is {state}")
+        kind = "workflow.paused" if paused else "workflow.resumed"
+        Event.objects.create(workflow=workflow, type=kind, actor=actor)
+    workflow.paused = paused
     return workflow
 
 
