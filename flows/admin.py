@@ -280,3 +280,7 @@ class TriggerAdmin(ScopedAdmin):
                 continue
             state = "enabled" if enabled else "disabled"
             self.message_user(request, f"{trigger}: {state}.", messages.SUCCESS)
+
+
+# Workflow templates have their own module (registered on import).
+from flows import template_admin  # noqa: E402, F401

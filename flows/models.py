@@ -191,3 +191,48 @@ class WorkflowGrant(models.Model):
     def __str__(self) -> str:
         who = f"user {self.user}" if self.user_id else f"group {self.group}"
         return f"{who} may {self.role} {self.workflow}"
+
+
+class WorkflowTemplate(models.Model):
+    """A reusable definition with parameters: instantiating it publishes a workflow. Changed only
+    through flows/workflow_templates.py, which validates the body and its `(( name ))`
+    placeholders (flows/language/placeholders.py)."""
+
+    class Source(models.TextChoices):
+        BUILTIN = "builtin", "built-in"
+        USER = "user"
+        IMPORTED = "imported"
+
+    name = models.SlugField(max_length=100, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    category = models.SlugField(max_length=50, blank=True)
+    tags = models.JSONField(default=list, blank=True, help_text="A list of lowercase words.")
+    parameters = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="JSON Schema of an object: each property is a parameter, with its default.",
+    )
+    body = models.TextField(
+        help_text="The definition as YAML, with (( name )) placeholders for the parameters."
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.USER)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            # The list's filters: ?source= and ?category=.
+            models.Index(fields=["source", "category"], name="template_source_category"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.source == self.Source.BUILTIN

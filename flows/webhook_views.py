@@ -1,5 +1,8 @@
 """`POST /hooks/{slug}`: a webhook delivery starts a run. No session or token: the trigger's own
-HMAC signature or secret token is the credential (flows/triggers.py verifies it)."""
+HMAC signature or secret token is the credential (flows/triggers.py verifies it).
+
+Deliveries are counted per slug and client address at FURROW_THROTTLE_ANON (429 over it), and a
+body over the limit was refused with a 413 before this view (orchestrator.middleware)."""
 
 from __future__ import annotations
 
@@ -10,11 +13,15 @@ from django.views.decorators.http import require_POST
 
 from flows import triggers
 from flows.language.errors import DefinitionError
+from orchestrator import throttling
 
 
 @csrf_exempt
 @require_POST
 def webhook(request: HttpRequest, slug: str) -> JsonResponse:
+    throttled = throttling.check(request, "webhook", f"{slug}:{throttling.client_ip(request)}")
+    if throttled is not None:
+        return throttled
     try:
         body = request.body
     except RequestDataTooBig:

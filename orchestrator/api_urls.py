@@ -4,11 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from flows import api as flows_api
-from flows import grant_api, trigger_api
+from flows import grant_api, template_api, trigger_api
 from runs import api as runs_api
 from runs import audit_api, stream_views
 from steps import api as steps_api
-from steps import catalogue_api
+from steps import catalogue_api, workers_api
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -70,6 +70,16 @@ urlpatterns = [
     path("", include("steps.api_urls")),
     path("", include("runs.hooks_urls")),
     path("audit", audit_api.AuditList.as_view(), name="audit-list"),
+    path("workers", workers_api.WorkerList.as_view(), name="worker-list"),
+    path("workers/<str:name>", workers_api.WorkerDetail.as_view(), name="worker-detail"),
+    path("templates", template_api.TemplateList.as_view(), name="template-list"),
+    path("templates/import", template_api.TemplateImport.as_view(), name="template-import"),
+    path("templates/<str:name>", template_api.TemplateDetail.as_view(), name="template-detail"),
+    path(
+        "templates/<str:name>/instantiate",
+        template_api.TemplateInstantiate.as_view(),
+        name="template-instantiate",
+    ),
     path("triggers", trigger_api.TriggerList.as_view(), name="trigger-list"),
     path("triggers/<int:pk>", trigger_api.TriggerDetail.as_view(), name="trigger-detail"),
     path(

@@ -56,6 +56,34 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
 
 
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(text: str) -> tuple[int, int] | None:
+    """`"1200/min"` as (1200 requests, 60 seconds); `"off"` as None (no limit).
+
+    The period is DRF's: its first letter counts (s, m, h, d: `sec`, `minute` and `hour` work too).
+    Raises ValueError for anything else.
+    """
+    value = text.strip().lower()
+    if value == "off":
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or int(count) < 1 or period[:1] not in _PERIODS:
+        raise ValueError(f"{text!r} is not a rate such as 1200/min, or off")
+    return int(count), _PERIODS[period[:1]]
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate such as `1200/min`, or `off`; anything else is refused at startup."""
+    raw = os.environ.get(name, "").strip() or default
+    try:
+        parse_rate(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return raw
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:

@@ -41,7 +41,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"message": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, RequestDataTooBig):
         return Response(
-            {"message": "request body is too large"}, status=status.HTTP_400_BAD_REQUEST
+            {"message": "request body is too large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     response = drf_handler(exc, context)
     if response is None:

@@ -6,18 +6,28 @@ from typing import Any
 
 from django.conf import settings
 from django.utils.http import parse_header_parameters
-from rest_framework.exceptions import ParseError
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser
 
 from flows.language.errors import DefinitionError
 from flows.language.parse import load_document
 
 
+class BodyTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "body_too_large"
+
+
 def _read(stream: Any) -> bytes:
+    """The body, at most the limit. orchestrator.middleware.LimitRequestBody has already refused
+    a longer one; this holds for a request that reaches a parser some other way."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:
+        return stream.read() if stream is not None else b""
     data = stream.read(limit + 1) if stream is not None else b""
     if len(data) > limit:
-        raise ParseError(f"request body is larger than the limit of {limit:,} bytes")
+        raise BodyTooLarge(f"request body is larger than the limit of {limit:,} bytes")
     return data
 
 

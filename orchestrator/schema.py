@@ -71,6 +71,39 @@ def add_unauthenticated_responses(
     return result
 
 
+THROTTLED = (
+    "Too many requests (FURROW_THROTTLE_USER per user, FURROW_THROTTLE_ANON per address without "
+    "one): wait the seconds `Retry-After` says."
+)
+TOO_LARGE = "The body is over FURROW_MAX_BODY_BYTES (1 MiB by default); nothing was read."
+
+
+def _error_response(description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        **extra,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def add_limit_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
+    """POSTPROCESSING_HOOKS: every operation may answer 429 (orchestrator/throttling.py), and
+    every one that takes a body 413 (orchestrator.middleware.LimitRequestBody)."""
+    retry_after = {
+        "Retry-After": {
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "Seconds until the client may send again.",
+        }
+    }
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            responses.setdefault("429", _error_response(THROTTLED, headers=retry_after))
+            if "requestBody" in operation:
+                responses.setdefault("413", _error_response(TOO_LARGE))
+    return result
+
+
 # flows/trigger_api.py's views say nothing of their errors themselves; these extensions describe
 # them without touching the views (drf-spectacular's way for views one does not decorate).
 NO_TRIGGER = error("No such trigger.")

@@ -5,16 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
+from flows.language.spec import DEFAULT_QUEUE
 from orchestrator.env import (
     database_from_url,
     env_bool,
     env_float,
     env_int,
     env_list,
+    env_rate,
     env_str,
     secret_key,
     secrets_keys,
 )
+from steps.worker_rules import check_queue, cluster_name
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FURROW_VAR_DIR", str(BASE_DIR / "var")))
@@ -28,7 +33,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "orchestrator.apps.FurrowAdminConfig",  # django.contrib.admin with our site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -51,6 +56,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "orchestrator.middleware.RefuseNulInPath",
     "django.middleware.security.SecurityMiddleware",
+    "orchestrator.middleware.LimitRequestBody",  # before anything that may read the body
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -107,7 +113,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 LOGIN_URL = "admin:login"
 
-# A request body (workflow definition, run input) is refused above this size.
+# A request body (workflow definition, run input, log lines) is refused above this size (413),
+# before anything parses it (orchestrator.middleware.LimitRequestBody).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("FURROW_MAX_BODY_BYTES", 1024 * 1024)
 
 REST_FRAMEWORK = {
@@ -130,6 +137,14 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "orchestrator.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Rates: FURROW["THROTTLE_USER"] and ["THROTTLE_ANON"], read per request (orchestrator/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "orchestrator.throttling.AnonThrottle",
+        "orchestrator.throttling.UserThrottle",
+    ],
+    # Proxies in front of Furrow that append to X-Forwarded-For; 0 trusts no such header, so a
+    # client cannot pick the address it is throttled as.
+    "NUM_PROXIES": env_int("FURROW_NUM_PROXIES", 0),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -142,14 +157,31 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "orchestrator.schema.run_status_choices"},
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "orchestrator.schema.run_status_choices",
+        "WorkerStateEnum": "steps.worker_rules.WorkerState",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "orchestrator.schema.add_unauthenticated_responses",
+        "orchestrator.schema.add_limit_responses",
     ],
 }
 
 REDIS_URL = env_str("REDIS_URL")
+
+# The cache holds the API's throttle counts. With Redis every web process shares them; the
+# embedded default is one process, whose memory is enough.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "furrow",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Django-Q2 carries "run step X, attempt N" and nothing else: retries, backoff, timeouts and leases
 # are the engine's (DESIGN.md, principle 1). Its own timeout only guards against a stuck worker,
@@ -171,6 +203,21 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# The worker queue this process's cluster serves: `manage.py worker --queue X` sets it for the
+# clusters it starts. Every cluster keeps the site's `name` (Django-Q2 signs payloads with it);
+# the queue picks the broker list it reads (steps/worker_rules.py, cluster_name).
+
+
+def _worker_queue(value: str) -> str:
+    try:
+        return check_queue(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"FURROW_WORKER_QUEUE: {exc}") from None
+
+
+WORKER_QUEUE = _worker_queue(env_str("FURROW_WORKER_QUEUE", DEFAULT_QUEUE))
+Q_CLUSTER["cluster_name"] = cluster_name(WORKER_QUEUE, Q_CLUSTER["name"])
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -198,6 +245,14 @@ FURROW = {
     # A worker that finishes a step with exactly one successor ready runs it straight away,
     # for at most this long, before handing work back to the broker.
     "INLINE_BUDGET": env_float("FURROW_INLINE_BUDGET", 5.0),
+    # Worker registry (steps/workers.py): the queue this process serves, the registered cluster
+    # it belongs to (set by `manage.py worker` and `serve` for their clusters), how often a
+    # cluster heartbeats, and after how long without one it shows as stale, then gone.
+    "WORKER_QUEUE": WORKER_QUEUE,
+    "WORKER_NAME": env_str("FURROW_WORKER_NAME"),
+    "WORKER_HEARTBEAT": env_float("FURROW_WORKER_HEARTBEAT", 5.0),
+    "WORKER_STALE_AFTER": env_float("FURROW_WORKER_STALE_AFTER", 30.0),
+    "WORKER_GONE_AFTER": env_float("FURROW_WORKER_GONE_AFTER", 300.0),
     "MAX_DEFINITION_BYTES": DATA_UPLOAD_MAX_MEMORY_SIZE,
     "LOG_BATCH_LINES": env_int("FURROW_LOG_BATCH_LINES", 200),
     # A burst is written in transactions of at most this many lines (never fewer than a batch).
@@ -217,6 +272,11 @@ FURROW = {
     "PUBLIC_URL": env_str("FURROW_PUBLIC_URL", "http://127.0.0.1:8000"),
     # When set, GET /metrics needs `Authorization: Bearer <token>`; empty: open, like /health.
     "METRICS_TOKEN": env_str("FURROW_METRICS_TOKEN"),
+    # API requests per user (token or session) and per address without a user (callbacks,
+    # webhooks per slug too): "N/s", "N/min", "N/hour", "N/day", or "off". Far above what scripts
+    # and the admin do; they stop a client caught in a loop (orchestrator/throttling.py).
+    "THROTTLE_USER": env_rate("FURROW_THROTTLE_USER", "3000/min"),
+    "THROTTLE_ANON": env_rate("FURROW_THROTTLE_ANON", "1200/min"),
 }
 
 

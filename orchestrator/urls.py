@@ -8,10 +8,6 @@ from flows.webhook_views import webhook
 from orchestrator.health import health
 from orchestrator.ops import metrics, ready
 
-admin.site.site_header = "Furrow"
-admin.site.site_title = "Furrow"
-admin.site.index_title = "Workflows, runs and logs"
-
 urlpatterns = [
     path("health", health, name="health"),
     path("ready", ready, name="ready"),

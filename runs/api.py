@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -23,10 +23,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from flows.api_access import VisibleWorkflowsFilter
 from flows.models import Workflow
 from orchestrator.schema import INVALID, error
+from orchestrator.throttling import CallbackThrottle
 from runs import recovery, services
-from runs.engine.states import RunStatus
+from runs.audit_api import StrictOrdering
+from runs.filters import ApprovalFilter, DeadLetterFilter, RunFilter, WorkflowRunFilter
 from runs.models import Approval, DeadLetter, Event, LogLine, Run
 from runs.serializers import (
     ApprovalSerializer,
@@ -106,13 +109,27 @@ def _limit(request: Request, default: int = 1000) -> int:
     return value
 
 
-@extend_schema_view(get=extend_schema(responses={200: RunSerializer(many=True), 404: NO_WORKFLOW}))
+LISTS = [VisibleWorkflowsFilter, DjangoFilterBackend, StrictOrdering]
+"""Filter backends of the lists here: what the user may view, then `?...=` and `?ordering=`."""
+RUN_ORDERING = ["created_at", "started_at", "finished_at", "priority"]
+
+
+@extend_schema_view(
+    get=extend_schema(responses={200: RunSerializer(many=True), 400: INVALID, 404: NO_WORKFLOW})
+)
 class WorkflowRuns(generics.ListAPIView):
-    """GET: the workflow's runs, newest first. POST `{"input": {...}}`: start a run (201)."""
+    """GET: the workflow's runs, newest first (`?status=`, `?ordering=`). POST `{"input": {...}}`:
+    start a run (201)."""
 
     serializer_class = RunSerializer
+    filter_backends = LISTS
+    filterset_class = WorkflowRunFilter
+    ordering_fields = RUN_ORDERING
+    ordering = ["-created_at"]
 
     def get_queryset(self) -> QuerySet[Run]:
+        if getattr(self, "swagger_fake_view", False):  # the schema generator, without a name
+            return Run.objects.none()
         workflow = get_object_or_404(Workflow, name=self.kwargs["name"])
         return Run.objects.filter(workflow=workflow).select_related(
             "workflow", "version", "parent_step"
@@ -172,29 +189,18 @@ class WorkflowRuns(generics.ListAPIView):
         )
 
 
-@extend_schema_view(
-    get=extend_schema(
-        parameters=[
-            OpenApiParameter("workflow", str, description="A workflow's name."),
-            OpenApiParameter("status", str, enum=[s.value for s in RunStatus]),
-        ],
-        responses={200: RunSerializer(many=True), 400: INVALID},
-    )
-)
+@extend_schema_view(get=extend_schema(responses={200: RunSerializer(many=True), 400: INVALID}))
 class RunList(generics.ListAPIView):
+    """Runs, newest first: `?workflow=`, `?status=`, `?ordering=`."""
+
     serializer_class = RunSerializer
+    filter_backends = LISTS
+    filterset_class = RunFilter
+    ordering_fields = RUN_ORDERING
+    ordering = ["-created_at"]
 
     def get_queryset(self) -> QuerySet[Run]:
-        runs = Run.objects.select_related("workflow", "version", "parent_step")
-        workflow = _text(self.request, "workflow")
-        if workflow:
-            runs = runs.filter(workflow__name=workflow)
-        run_status = self.request.query_params.get("status")
-        if run_status:
-            if run_status not in {s.value for s in RunStatus}:  # `str in StrEnum` raises on 3.11
-                raise ValidationError({"status": f"must be one of {', '.join(RunStatus)}"})
-            runs = runs.filter(status=run_status)
-        return runs
+        return Run.objects.select_related("workflow", "version", "parent_step")
 
 
 @extend_schema_view(get=extend_schema(responses={200: RunDetailSerializer, 404: NO_RUN}))
@@ -314,6 +320,7 @@ class CallbackView(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
+    throttle_classes = [CallbackThrottle]
 
     @extend_schema(
         request=inline_serializer(
@@ -391,43 +398,19 @@ def callback_result(body: Any) -> StepResult:
     return StepResult.success(output)
 
 
-@extend_schema_view(
-    get=extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=["pending", "decided", "expired", "dropped"]),
-            OpenApiParameter("run", OpenApiTypes.UUID, description="A run's id."),
-            OpenApiParameter("workflow", str, description="A workflow's name."),
-            OpenApiParameter(
-                "mine", str, description="`1` or `true`: only those the caller may decide."
-            ),
-        ],
-        responses={200: ApprovalSerializer(many=True), 400: INVALID},
-    )
-)
+@extend_schema_view(get=extend_schema(responses={200: ApprovalSerializer(many=True), 400: INVALID}))
 class ApprovalList(generics.ListAPIView):
     """Approvals, newest first: `?status=pending` (the inbox), `?run=<id>`, `?workflow=<name>`,
-    `?mine=1` (only those the caller may decide)."""
+    `?mine=1` (only those the caller may decide), `?ordering=`."""
 
     serializer_class = ApprovalSerializer
+    filter_backends = LISTS
+    filterset_class = ApprovalFilter
+    ordering_fields = ["created_at", "expires_at", "decided_at"]
+    ordering = ["-created_at"]
 
     def get_queryset(self) -> QuerySet[Approval]:
-        approvals = Approval.objects.select_related("run__workflow", "step_run", "decided_by")
-        params = self.request.query_params
-        wanted = params.get("status")
-        if wanted:
-            known = {"pending", "decided", "expired", "dropped"}
-            if wanted not in known:
-                raise ValidationError({"status": f"must be one of {', '.join(sorted(known))}"})
-            approvals = approvals.filter(status=wanted)
-        if params.get("run"):
-            approvals = approvals.filter(run_id=_uuid(params["run"], "run"))
-        if params.get("workflow"):
-            approvals = approvals.filter(run__workflow__name=_text(self.request, "workflow"))
-        if params.get("mine") in ("1", "true"):
-            user = self.request.user
-            allowed = [a.pk for a in approvals if services.can_decide(user, a.approvers)]
-            approvals = approvals.filter(pk__in=allowed)
-        return approvals
+        return Approval.objects.select_related("run__workflow", "step_run", "decided_by")
 
 
 class RunApproval(APIView):
@@ -469,13 +452,6 @@ class RunApproval(APIView):
         except services.NotAnApprover as exc:
             raise PermissionDenied(str(exc)) from None
         return Response(ApprovalSerializer(approval).data)
-
-
-def _uuid(raw: str, name: str) -> str:
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise ValidationError({name: f"must be a run id, not {raw!r}"}) from None
 
 
 def _actor(request: Request) -> str:
@@ -572,32 +548,20 @@ class WorkflowResume(APIView):
 
 
 @extend_schema_view(
-    get=extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=["open", "requeued", "discarded"]),
-            OpenApiParameter("workflow", str, description="A workflow's name."),
-            OpenApiParameter("run", OpenApiTypes.UUID, description="A run's id."),
-        ],
-        responses={200: DeadLetterSerializer(many=True), 400: INVALID},
-    )
+    get=extend_schema(responses={200: DeadLetterSerializer(many=True), 400: INVALID})
 )
 class DeadLetterList(generics.ListAPIView):
-    """Dead letters, newest first; `?status=open|requeued|discarded`, `?workflow=`, `?run=`."""
+    """Dead letters, newest first; `?status=open|requeued|discarded`, `?workflow=`, `?run=`,
+    `?ordering=`."""
 
     serializer_class = DeadLetterSerializer
+    filter_backends = LISTS
+    filterset_class = DeadLetterFilter
+    ordering_fields = ["created_at", "resolved_at"]
+    ordering = ["-created_at"]
 
     def get_queryset(self) -> QuerySet[DeadLetter]:
-        letters = DeadLetter.objects.select_related("run__workflow", "step_run", "resolved_by")
-        params = self.request.query_params
-        if params.get("status"):
-            if params["status"] not in ("open", "requeued", "discarded"):
-                raise ValidationError({"status": "must be one of open, requeued, discarded"})
-            letters = letters.filter(status=params["status"])
-        if params.get("workflow"):
-            letters = letters.filter(run__workflow__name=_text(self.request, "workflow"))
-        if params.get("run"):
-            letters = letters.filter(run_id=_uuid(params["run"], "run"))
-        return letters
+        return DeadLetter.objects.select_related("run__workflow", "step_run", "resolved_by")
 
 
 @extend_schema_view(get=extend_schema(responses={200: DeadLetterSerializer, 404: NO_DEAD_LETTER}))

@@ -1,4 +1,5 @@
-"""What `/metrics` says about runs, steps, approvals and dead letters (README.md, Operations).
+"""What `/metrics` says about runs, steps, queues, workers, approvals and dead letters
+(README.md, Operations).
 
 Everything is read from the database at scrape time: web processes, workers and the tick loop
 all change these rows, so no single process could keep the numbers in memory. A scrape costs
@@ -8,7 +9,7 @@ all change these rows, so no single process could keep the numbers in memory. A 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,8 +31,12 @@ from django.utils import timezone
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from flows.language.spec import DEFAULT_QUEUE
 from runs.engine.states import STEP_FINAL, RunStatus, StepStatus
 from runs.models import Approval, DeadLetter, Event, Run, StepRun
+from steps import workers
+from steps.models import WorkerCluster
+from steps.worker_rules import WorkerState
 
 # Upper bounds in seconds. Steps range from a noop (milliseconds) to an approval or a delay
 # (hours), so the buckets span both; the last one is a day.
@@ -52,7 +57,7 @@ DURATION_BUCKETS: tuple[float, ...] = (
     86400.0,
 )
 
-QUERIES = 6
+QUERIES = 7
 """SQL statements per `read_snapshot`; tests/integration/test_ops_endpoints.py holds us to it."""
 
 
@@ -78,18 +83,67 @@ class Snapshot:
     """By (step type, final status)."""
     pending_approvals: int
     open_dead_letters: int
+    ready_by_queue: Mapping[str, int] = field(default_factory=dict)
+    """Ready steps by queue; every queue that has a step or a live worker, zero included."""
+    workers: Mapping[str, int] = field(default_factory=dict)
+    """Registered worker clusters by state (alive, stale, gone), zero included."""
+    live_workers: tuple[WorkerSample, ...] = ()
+    """Workers not gone: a gone one's series end rather than linger."""
+
+
+@dataclass(frozen=True)
+class WorkerSample:
+    name: str
+    queues: tuple[str, ...]
+    capacity: int
+    load: int
+    heartbeat_age: float
 
 
 def read_snapshot(now: datetime) -> Snapshot:
     """Read every number `/metrics` reports, in `QUERIES` statements."""
+    steps, ready_by_queue = _steps_by_status_and_queue()
+    by_state, live = _workers(now)
+    for sample in live:
+        for queue in sample.queues:
+            ready_by_queue.setdefault(queue, 0)
     return Snapshot(
         runs=_by_status(Run.objects.all(), RunStatus),
-        steps=_by_status(StepRun.objects.all(), StepStatus),
+        steps=steps,
         oldest_ready_age=_oldest_ready_age(now),
         durations=_durations(),
         pending_approvals=Approval.objects.filter(status="pending").count(),
         open_dead_letters=DeadLetter.objects.filter(status="open").count(),
+        ready_by_queue=ready_by_queue,
+        workers=by_state,
+        live_workers=live,
     )
+
+
+def _steps_by_status_and_queue() -> tuple[dict[str, int], dict[str, int]]:
+    """Steps by status, and ready steps by queue, from one GROUP BY."""
+    rows = StepRun.objects.order_by().values_list("status", "queue").annotate(n=Count("pk"))
+    by_status = dict.fromkeys((status.value for status in StepStatus), 0)
+    ready: dict[str, int] = {DEFAULT_QUEUE: 0}
+    for status, queue, count in rows:
+        by_status[status] = by_status.get(status, 0) + count
+        ready.setdefault(queue, 0)
+        if status == StepStatus.READY:
+            ready[queue] += count
+    return by_status, ready
+
+
+def _workers(now: datetime) -> tuple[dict[str, int], tuple[WorkerSample, ...]]:
+    """Worker clusters by state, and the live ones with their load, in one statement."""
+    by_state = dict.fromkeys((state.value for state in WorkerState), 0)
+    live = []
+    for row in workers.with_load(WorkerCluster.objects.order_by("name")):
+        state = workers.state(row, now)
+        by_state[state] += 1
+        if state != WorkerState.GONE:
+            age = max(0.0, (now - row.last_heartbeat).total_seconds())
+            live.append(WorkerSample(row.name, tuple(row.queues), row.capacity, row.load, age))
+    return by_state, tuple(live)
 
 
 def _by_status(
@@ -174,6 +228,13 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
         "Steps ready and waiting for a worker (also those held by a paused run).",
         value=snapshot.steps[StepStatus.READY],
     )
+    yield _gauge(
+        "furrow_queue_ready",
+        "Steps ready and waiting for a worker, by queue.",
+        "queue",
+        snapshot.ready_by_queue,
+    )
+    yield from _worker_families(snapshot)
     yield GaugeMetricFamily(
         "furrow_queue_oldest_age_seconds",
         "Seconds since the oldest ready step became ready; 0 when none is.",
@@ -192,7 +253,40 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
     )
 
 
-def _gauge(name: str, documentation: str, label: str, values: Mapping[str, int]) -> Metric:
+def _worker_families(snapshot: Snapshot) -> Iterator[Metric]:
+    yield _gauge(
+        "furrow_workers", "Registered worker clusters by state.", "state", snapshot.workers
+    )
+    capacity = GaugeMetricFamily(
+        "furrow_worker_capacity", "Steps a live worker can run at once.", labels=["worker"]
+    )
+    load = GaugeMetricFamily(
+        "furrow_worker_load", "Steps a live worker runs now.", labels=["worker"]
+    )
+    age = GaugeMetricFamily(
+        "furrow_worker_heartbeat_age_seconds",
+        "Seconds since a live worker's last heartbeat.",
+        labels=["worker"],
+    )
+    by_queue = dict.fromkeys(snapshot.ready_by_queue, 0.0)
+    for sample in snapshot.live_workers:
+        capacity.add_metric([sample.name], sample.capacity)
+        load.add_metric([sample.name], sample.load)
+        age.add_metric([sample.name], sample.heartbeat_age)
+        for queue in sample.queues:  # a worker's capacity is split evenly over its queues
+            by_queue[queue] = by_queue.get(queue, 0.0) + sample.capacity / len(sample.queues)
+    yield capacity
+    yield load
+    yield age
+    yield _gauge(
+        "furrow_queue_capacity",
+        "Steps the live workers of a queue can run at once; 0: nothing will run its steps.",
+        "queue",
+        by_queue,
+    )
+
+
+def _gauge(name: str, documentation: str, label: str, values: Mapping[str, float]) -> Metric:
     family = GaugeMetricFamily(name, documentation, labels=[label])
     for key, value in values.items():
         family.add_metric([key], value)

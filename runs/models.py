@@ -97,6 +97,12 @@ class StepRun(models.Model):
         help_text="The current (or last) attempt; a queue message for another is ignored.",
     )
     worker = models.CharField(max_length=200, blank=True)
+    queue = models.CharField(
+        max_length=50,
+        default="default",
+        help_text="The worker queue that runs this step (copied from the definition): only a "
+        "worker serving it claims the step.",
+    )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(
         null=True,

@@ -89,7 +89,7 @@ def requeue_dead_letter(letter: DeadLetter, *, user: Any = None, actor: str = "s
                     data={"reopened_by": f"dead letter {letter.pk}"},
                 )
             )
-        ticket = (step.pk, step.attempt + 1)
+        ticket = (step.pk, step.attempt + 1, step.queue)
         StepRun.objects.filter(pk=step.pk).update(
             status=StepStatus.READY,
             attempt=F("attempt") + 1,

@@ -18,26 +18,23 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from flows.language.errors import Problem
 from flows.language.inputs import InputError, prepare_input
-from flows.language.spec import OnFailure, StepSpec, WorkflowSpec
+from flows.language.spec import DEFAULT_QUEUE, OnFailure, StepSpec, WorkflowSpec
 from flows.models import Workflow, WorkflowVersion
 from runs.engine.plan import Graph, plan_next
 from runs.engine.retry import retry_delay
 from runs.engine.states import STEP_ACTIVE, STEP_FINAL, RunStatus, StepStatus
 from runs.models import Approval, Callback, DeadLetter, Event, LogLine, Run, StepRun
-from steps.dispatch import dispatch
+from steps.dispatch import Ticket, dispatch
 from steps.executors.base import StepResult, Wait
 from steps.processes import kill_step_processes, on_this_host
 
 MAX_SUBFLOW_DEPTH = 10
 MAX_ITEMS = 10_000
-
-Ticket = tuple[int, int]
-"""(step_run_id, attempt): what a queue message carries."""
 
 
 class InvalidTransition(Exception):
@@ -160,7 +157,8 @@ def _create_run(
         priority=priority,
     )
     StepRun.objects.bulk_create(
-        StepRun(run=run, name=s.name, type=s.type, position=s.position) for s in spec.steps
+        StepRun(run=run, name=s.name, type=s.type, position=s.position, queue=s.queue)
+        for s in spec.steps
     )
     Event.objects.create(
         run=run,
@@ -230,10 +228,17 @@ def admit_queued(workflow_id: int, *, actor: str = "system") -> int:
 BATCH_ADMIT = 100
 
 
-def claim(step_id: int, attempt: int, worker: str) -> Claimed | None:
-    """Take a ready step for `attempt`. None when the message is stale or duplicated (a no-op)."""
+def claim(step_id: int, attempt: int, worker: str, *, queue: str | None = None) -> Claimed | None:
+    """Take a ready step for `attempt`. None when the message is stale or duplicated (a no-op).
+
+    A worker serving `queue` never takes a step of another queue: it sends the message on to
+    that queue's cluster and returns None. `queue=None` (in-process callers) takes any step.
+    """
     step = StepRun.objects.select_related("run__version").filter(pk=step_id).first()
     if step is None or step.status != StepStatus.READY or step.attempt != attempt:
+        return None
+    if queue is not None and step.queue != queue:
+        dispatch([(step_id, attempt, step.queue)])
         return None
     if step.run.status != RunStatus.RUNNING:
         return None  # paused: it stays ready, and resuming sends it again
@@ -623,21 +628,33 @@ def retry_due(step_id: int, attempt: int, now: datetime) -> bool:
         )
         if not won:
             return False
-        run_id = StepRun.objects.values_list("run_id", flat=True).get(pk=step_id)
+        run_id, queue = StepRun.objects.values_list("run_id", "queue").get(pk=step_id)
         Event.objects.create(
             run_id=run_id, step_run_id=step_id, type="step.ready", data={"attempt": attempt + 1}
         )
-        transaction.on_commit(lambda: dispatch([(step_id, attempt + 1)]))
+        transaction.on_commit(lambda: dispatch([(step_id, attempt + 1, queue)]))
     return True
 
 
-def redispatch(step_id: int, attempt: int, now: datetime, older_than: datetime) -> bool:
-    """Send a ready step's message again when none has been picked up for a while (a lost message)."""
+def redispatch(
+    step_id: int,
+    attempt: int,
+    now: datetime,
+    older_than: datetime,
+    queue: str = DEFAULT_QUEUE,
+    *,
+    send: bool = True,
+) -> bool:
+    """Send a ready step's message again when none has been picked up for a while (a lost message).
+
+    With `send=False` (no worker serves its queue) only the clock restarts: the first message
+    still waits on the broker for a worker, and copies would pile up there meanwhile.
+    """
     won = StepRun.objects.filter(
         pk=step_id, status=StepStatus.READY, attempt=attempt, dispatched_at__lt=older_than
     ).update(dispatched_at=now)
-    if won:
-        dispatch([(step_id, attempt)])
+    if won and send:
+        dispatch([(step_id, attempt, queue)])
     return bool(won)
 
 
@@ -723,7 +740,7 @@ def _advance(
     elif spec.max_parallel_steps is not None:
         active = sum(status in STEP_ACTIVE for _, status, _, _ in states.values())
         to_ready = to_ready[: max(0, spec.max_parallel_steps - active)]
-    tickets = [(states[name][0], states[name][2] + 1) for name in to_ready]
+    tickets = [(states[name][0], states[name][2] + 1, spec.step(name).queue) for name in to_ready]
     if tickets:
         events += _make_ready(run.pk, tickets, now, actor)
     Event.objects.bulk_create(events)
@@ -737,14 +754,14 @@ def _advance(
 
 def _make_ready(run_id: Any, tickets: list[Ticket], now: datetime, actor: str) -> list[Event]:
     """Pending steps become ready for their next attempt; returns their events, to be saved."""
-    StepRun.objects.filter(pk__in=[pk for pk, _ in tickets], status=StepStatus.PENDING).update(
+    StepRun.objects.filter(pk__in=[t[0] for t in tickets], status=StepStatus.PENDING).update(
         status=StepStatus.READY, attempt=F("attempt") + 1, dispatched_at=now
     )
     return [
         Event(
             run_id=run_id, step_run_id=pk, type="step.ready", actor=actor, data={"attempt": attempt}
         )
-        for pk, attempt in tickets
+        for pk, attempt, _ in tickets
     ]
 
 
@@ -763,6 +780,7 @@ def _create_items(step: StepRun, items: list[Any]) -> int:
             item_of_id=step.pk,
             item_index=index,
             item=value,
+            queue=step.queue,
         )
         for index, value in enumerate(items)
     )
@@ -808,7 +826,7 @@ def _advance_items(parent_id: int, now: datetime, actor: str) -> None:
     active = sum(status not in STEP_FINAL and status != StepStatus.PENDING for status in statuses)
     start = pending[: max(0, fan.parallelism - active)]
     if start:
-        tickets = [(rows[i][0], rows[i][2] + 1) for i in start]
+        tickets = [(rows[i][0], rows[i][2] + 1, parent.queue) for i in start]
         Event.objects.bulk_create(_make_ready(parent.run_id, tickets, now, actor))
         transaction.on_commit(lambda: dispatch(tickets))
         return
@@ -961,6 +979,20 @@ def _open_approval(step: StepRun, attempt: int, wait: Wait) -> Approval:
     )
 
 
+def _named(approvers: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """The users, groups and permissions an approval names (each may be empty)."""
+    return (
+        approvers.get("users") or [],
+        approvers.get("groups") or [],
+        approvers.get("permissions") or [],
+    )
+
+
+def _may_decide_unnamed(user: Any) -> bool:
+    """Whether `user` decides every approval that names nobody, whatever its workflow."""
+    return user.is_staff or user.has_perm("runs.decide_approval")
+
+
 def can_decide(user: Any, approvers: Mapping[str, Any], workflow_id: int | None = None) -> bool:
     """Named users, group members and permission holders; with none named, staff, holders of
     runs.decide_approval and of an `approve` grant on the workflow. Superusers always."""
@@ -968,20 +1000,57 @@ def can_decide(user: Any, approvers: Mapping[str, Any], workflow_id: int | None 
         return False
     if user.is_superuser:
         return True
-    users, groups, perms = (approvers.get(k) or [] for k in ("users", "groups", "permissions"))
+    users, groups, perms = _named(approvers)
     if not (users or groups or perms):
         from flows import access  # flows.access reads approvals through this module
 
-        return (
-            user.is_staff
-            or user.has_perm("runs.decide_approval")
-            or (workflow_id is not None and access.allowed(user, "approve", workflow_id))
+        return _may_decide_unnamed(user) or (
+            workflow_id is not None and access.allowed(user, "approve", workflow_id)
         )
     return (
         user.get_username() in users
         or (bool(groups) and user.groups.filter(name__in=groups).exists())
         or any(user.has_perm(perm) for perm in perms)
     )
+
+
+def decidable(approvals: QuerySet[Approval], user: Any) -> QuerySet[Approval]:
+    """`approvals` narrowed, in SQL, to those `user` may decide (the rule of can_decide).
+
+    Only the distinct approver lists among `approvals` are read (one per approval step, not one
+    per approval); each is judged once, and the rows are then matched by it, so paging and
+    counting stay in the database. A list naming nobody goes by the workflow: an `approve`
+    grant on it is enough.
+    """
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return approvals.none()
+    if user.is_superuser:
+        return approvals
+    lists = approvals.order_by().values_list("approvers", flat=True).distinct()
+    group_names = set(user.groups.values_list("name", flat=True))
+    named, unnamed = [], []
+    for approvers in lists:
+        users, groups, perms = _named(approvers)
+        if not (users or groups or perms):
+            unnamed.append(approvers)
+        elif (
+            user.get_username() in users
+            or group_names.intersection(groups)
+            or any(user.has_perm(perm) for perm in perms)
+        ):
+            named.append(approvers)
+    mine = Q(approvers__in=named)
+    if unnamed:
+        from flows import access
+
+        granted = (
+            access.EVERY if _may_decide_unnamed(user) else access.workflow_ids(user, "approve")
+        )
+        if granted is access.EVERY:
+            mine |= Q(approvers__in=unnamed)
+        else:
+            mine |= Q(approvers__in=unnamed, run__workflow_id__in=granted)
+    return approvals.filter(mine)
 
 
 class NotAnApprover(Exception):
@@ -1077,7 +1146,7 @@ def _apply_decision(
         output = {"decision": decision, "by": by, "comment": comment, "data": data}
         _conclude(step, attempt, StepResult.success(output), StepStatus.WAITING, actor)
     else:  # an approved gate: the step itself now runs
-        ticket = (step.pk, attempt + 1)
+        ticket = (step.pk, attempt + 1, step.queue)
         moved = StepRun.objects.filter(
             pk=step.pk, status=StepStatus.WAITING, attempt=attempt
         ).update(
@@ -1133,7 +1202,9 @@ def resume_run(run: Run, *, actor: str = "system") -> Run:
             run_id=run.pk, workflow_id=run.workflow_id, type="run.resumed", actor=actor
         )
         ready = list(
-            StepRun.objects.filter(run=run, status=StepStatus.READY).values_list("pk", "attempt")
+            StepRun.objects.filter(run=run, status=StepStatus.READY).values_list(
+                "pk", "attempt", "queue"
+            )
         )
         StepRun.objects.filter(run=run, status=StepStatus.READY).update(dispatched_at=now)
         if ready:

@@ -17,6 +17,7 @@ from runs.engine.states import STEP_ACTIVE, RunStatus, StepStatus
 from runs.models import Run, StepRun
 from steps.executors.base import StepResult
 from steps.processes import kill_step_processes, on_this_host
+from steps.workers import served_queues
 
 BATCH = 500
 
@@ -50,8 +51,12 @@ def redispatch_stranded(now: datetime) -> int:
     older_than = now - timedelta(seconds=settings.FURROW["REDISPATCH_AFTER"])
     stranded = StepRun.objects.filter(
         status=StepStatus.READY, dispatched_at__lt=older_than
-    ).values_list("pk", "attempt")[:BATCH]
-    return sum(services.redispatch(pk, attempt, now, older_than) for pk, attempt in stranded)
+    ).values_list("pk", "attempt", "queue")[:BATCH]
+    served = served_queues({queue for _, _, queue in stranded}, now)
+    return sum(
+        services.redispatch(pk, attempt, now, older_than, queue, send=queue in served)
+        for pk, attempt, queue in stranded
+    )
 
 
 def wake_due_waits(now: datetime) -> int:

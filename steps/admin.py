@@ -6,11 +6,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
-from steps.models import Secret
+from steps import workers
+from steps.models import Secret, WorkerCluster
 from steps.secrets import delete_secret, set_secret, update_secret, validate_secret_value
+from steps.worker_rules import WorkerState
 
 
 class SecretForm(forms.ModelForm):
@@ -72,3 +75,71 @@ class SecretAdmin(admin.ModelAdmin):
 
 
 from steps import resilience_admin  # noqa: F401,E402
+
+
+class WorkerStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [(state.value, state.value) for state in WorkerState]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        if self.value() not in {state.value for state in WorkerState}:
+            return queryset
+        return workers.in_state(queryset, WorkerState(self.value()), timezone.now())
+
+
+@admin.register(WorkerCluster)
+class WorkerClusterAdmin(admin.ModelAdmin):
+    """The worker registry, for looking: launchers write it (steps/workers.py). Deleting a row
+    of a worker that is gone tidies the list; a live one registers again at its next heartbeat."""
+
+    list_display = [
+        "name",
+        "queue_list",
+        "capacity",
+        "load",
+        "state",
+        "last_heartbeat",
+        "host",
+        "started_at",
+    ]
+    list_filter = [WorkerStateFilter, "host"]
+    search_fields = ["name", "host", "queues"]
+    readonly_fields = [
+        "name",
+        "host",
+        "pid",
+        "pids",
+        "queues",
+        "capacity",
+        "load",
+        "state",
+        "started_at",
+        "last_heartbeat",
+        "stopped_at",
+    ]
+    fields = readonly_fields
+    ordering = ["name"]
+
+    def get_queryset(self, request: Any) -> Any:
+        return workers.with_load(super().get_queryset(request))
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="queues")
+    def queue_list(self, obj: WorkerCluster) -> str:
+        return ", ".join(obj.queues)
+
+    @admin.display(description="load", ordering="load")
+    def load(self, obj: WorkerCluster) -> int:
+        return getattr(obj, "load", 0)
+
+    @admin.display(description="state")
+    def state(self, obj: WorkerCluster) -> str:
+        return workers.state(obj, timezone.now()).value

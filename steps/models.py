@@ -207,3 +207,33 @@ class TargetHealth(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"
+
+
+# The worker registry (steps.workers): one row per worker cluster launcher (`manage.py worker`,
+# or `serve` for its own cluster), written only by steps.workers.
+
+
+class WorkerCluster(models.Model):
+    # Unique: the registry's key, and the index of the lookups by name (API detail, heartbeats).
+    name = models.CharField(max_length=100, unique=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField(help_text="The launcher's process id.")
+    pids = models.JSONField(
+        default=list, blank=True, help_text="Process ids of its Django-Q2 clusters (one a queue)."
+    )
+    queues = models.JSONField(default=list, help_text="The queues it serves.")
+    capacity = models.PositiveIntegerField(
+        help_text="Steps it can run at once: Django-Q2 workers per queue, times its queues."
+    )
+    started_at = models.DateTimeField()
+    last_heartbeat = models.DateTimeField()
+    stopped_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set by a clean shutdown; a restart clears it."
+    )
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "worker"
+
+    def __str__(self) -> str:
+        return self.name

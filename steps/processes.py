@@ -15,12 +15,14 @@ import signal
 import socket
 from pathlib import Path
 
+from steps.worker_rules import host_of
+
 PROC = Path("/proc")
 
 
 def on_this_host(worker: str) -> bool:
-    """Whether `worker` ("host:pid", as StepRun.worker holds it) ran on this machine."""
-    return worker.rpartition(":")[0] == socket.gethostname()
+    """Whether `worker` ("[cluster/]host:pid", as StepRun.worker holds it) ran on this machine."""
+    return host_of(worker) == socket.gethostname()
 
 
 def step_processes(run_id: str, step: str, attempt: int) -> list[int]:

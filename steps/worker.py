@@ -21,6 +21,7 @@ from flows.language.templates import TemplateError, evaluate_condition, render_v
 from runs import services
 from runs.models import StepRun
 from steps import guards
+from steps.dispatch import Ticket, dispatch
 from steps.executors.approval import approval_wait
 from steps.executors.base import StepContext, StepResult, Wait
 from steps.heartbeat import Heartbeat
@@ -28,33 +29,45 @@ from steps.logs import LogWriter
 from steps.lua import ScriptError, evaluate_predicate
 from steps.registry import UnknownStepType, get_executor
 from steps.secrets import Masker, SecretError, SecretsView
+from steps.worker_rules import step_worker
 
 log = logging.getLogger(__name__)
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`<cluster>/<host>:<pid>` in a registered worker cluster (steps/workers.py), else host:pid."""
+    return step_worker(settings.FURROW["WORKER_NAME"], socket.gethostname(), os.getpid())
 
 
 def execute_chain(step_id: int, attempt: int) -> int:
     """Run the attempt, then, while within the inline budget, the single successor it readied.
 
-    A chain of steps thus costs one queue round trip, not one per step. Returns how many
-    attempts ran here.
+    A chain of steps thus costs one queue round trip, not one per step. A successor on another
+    queue is never run here: it goes to its own queue's cluster. Returns how many attempts ran
+    here (a message handed on to another queue counts as none).
     """
+    serving = settings.FURROW["WORKER_QUEUE"]
     deadline = time.monotonic() + settings.FURROW["INLINE_BUDGET"]
-    ticket: tuple[int, int] | None = (step_id, attempt)
-    ran = 0
+    ticket: Ticket | None = run_attempt(step_id, attempt, keep_one=True, serving=serving)
+    ran = 1
     while ticket is not None:
-        ticket = run_attempt(*ticket, keep_one=time.monotonic() < deadline)
+        if ticket[2] != serving:
+            dispatch([ticket])
+            break
+        ticket = run_attempt(
+            ticket[0], ticket[1], keep_one=time.monotonic() < deadline, serving=serving
+        )
         ran += 1
     return ran
 
 
-def run_attempt(step_id: int, attempt: int, *, keep_one: bool = False) -> tuple[int, int] | None:
-    """Claim and run one attempt. A stale or duplicate ticket is a no-op (returns None)."""
+def run_attempt(
+    step_id: int, attempt: int, *, keep_one: bool = False, serving: str | None = None
+) -> Ticket | None:
+    """Claim and run one attempt. A stale or duplicate ticket is a no-op (returns None), and so
+    is one for a queue other than `serving` (it is sent on to that queue; None: any queue)."""
     name = worker_name()
-    claimed = services.claim(step_id, attempt, name)
+    claimed = services.claim(step_id, attempt, name, queue=serving)
     if claimed is None:
         return None
     step, spec = claimed.step, claimed.spec

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from flows import services as flow_services
@@ -38,6 +39,20 @@ def writes_from_the_step_thread(settings: Any) -> None:
         "LOG_FLUSH_SECONDS": 300.0,
         "LOG_BATCH_LINES": 10**9,
     }
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttle_counts(settings: Any) -> None:
+    # The API's throttle counts live in the cache. Each test starts with none, in this process's
+    # memory even when REDIS_URL is set: clearing a Redis cache would empty the whole database,
+    # broker queues included. Ids are reused after a rollback, so counts would carry over.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "furrow-tests",
+        }
+    }
+    caches["default"].clear()
 
 
 @pytest.fixture(autouse=True)

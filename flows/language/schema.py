@@ -13,6 +13,15 @@ from flows.language.durations import DURATION_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 STEP_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
+QUEUE_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"
+"""A queue name becomes part of a Django-Q2 cluster name (a broker list key): kept plain."""
+
+QUEUE: dict[str, Any] = {
+    "type": "string",
+    "pattern": QUEUE_PATTERN,
+    "description": "the worker queue that runs the step (`manage.py worker --queue <name>`); "
+    "none given: the default queue",
+}
 
 DURATION: dict[str, Any] = {
     "oneOf": [
@@ -152,6 +161,7 @@ STEP: dict[str, Any] = {
             "before the step runs",
         },
         "approval_timeout": DURATION,
+        "queue": QUEUE,
         "hooks": {
             "type": "object",
             "additionalProperties": False,
@@ -179,6 +189,7 @@ WORKFLOW: dict[str, Any] = {
                 "timeout": DURATION,
                 "on_failure": {"enum": ["fail", "continue"]},
                 "dead_letter": {"type": "boolean"},
+                "queue": QUEUE,
             },
         },
         "concurrency": {

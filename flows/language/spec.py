@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+DEFAULT_QUEUE = "default"
+"""The queue of a step that names none; the cluster `manage.py serve` starts serves it."""
+
 
 class Backoff(StrEnum):
     FIXED = "fixed"
@@ -75,6 +78,8 @@ class StepSpec:
     """A gate before the step: who approves, message, form, default; None for no gate."""
     approval_timeout: float | None = None
     dead_letter: bool = False
+    queue: str = DEFAULT_QUEUE
+    """Only workers serving this queue run the step (Strøm's worker capabilities)."""
     hooks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """on_failure / on_success: {message, labels, run}; recorded as step.hook events."""
 

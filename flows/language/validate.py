@@ -22,8 +22,15 @@ from jsonschema.exceptions import SchemaError
 from flows.language.durations import parse_duration
 from flows.language.errors import DefinitionError, Problem, format_path
 from flows.language.graph import ancestors, find_cycle, topological_order
-from flows.language.schema import NAME_PATTERN, SHELL_SHORTHANDS, STEP_NAME_PATTERN, WORKFLOW
+from flows.language.schema import (
+    NAME_PATTERN,
+    QUEUE_PATTERN,
+    SHELL_SHORTHANDS,
+    STEP_NAME_PATTERN,
+    WORKFLOW,
+)
 from flows.language.spec import (
+    DEFAULT_QUEUE,
     Backoff,
     ForEach,
     Join,
@@ -159,6 +166,7 @@ def _step_spec(
         on_unhealthy=step.get("on_unhealthy"),
         hooks=step.get("hooks", {}),
         dead_letter=step.get("dead_letter", defaults.get("dead_letter", False)),
+        queue=step.get("queue", defaults.get("queue", DEFAULT_QUEUE)),
         requires_approval=_gate(step.get("requires_approval")),
         approval_timeout=(
             parse_duration(step["approval_timeout"]) if "approval_timeout" in step else None
@@ -240,13 +248,16 @@ def _schema_problems(
 _NAME_RULES = {
     STEP_NAME_PATTERN: "letters, digits, '_' and '-'; starting with a letter or '_'",
     NAME_PATTERN: "letters, digits, '_', '.' and '-'; starting with a letter or digit",
+    QUEUE_PATTERN: "lowercase letters, digits, '_' and '-'; starting with a letter; "
+    "at most 50 characters",
 }
 
 
 def _schema_message(error: Any) -> str:
     rule = _NAME_RULES.get(error.schema.get("pattern", ""))
     if error.validator == "pattern" and rule:
-        return f"{error.instance!r} is not a valid name ({rule})"
+        kind = "queue name" if error.schema.get("pattern") == QUEUE_PATTERN else "name"
+        return f"{error.instance!r} is not a valid {kind} ({rule})"
     if error.validator == "oneOf" and "description" in error.schema:
         return f"{error.instance!r} is not valid: expected {error.schema['description']}"
     return error.message

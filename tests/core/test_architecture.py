@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ["flows/language", "runs/engine", "steps/executors", "steps/registry.py"]
+PURE = [
+    "flows/language",
+    "runs/engine",
+    "steps/executors",
+    "steps/registry.py",
+    "steps/worker_rules.py",
+]
 BANNED_PACKAGES = frozenset({"django", "rest_framework", "channels", "django_q"})
 
 

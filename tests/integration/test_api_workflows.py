@@ -414,7 +414,7 @@ def test_a_body_over_1_mb_is_refused(api, content_type):
 
     response = api.post(LIST, data=body, content_type=content_type)
 
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert "larger than the limit" in response.json()["message"]
     assert stored() == (0, 0)
 

@@ -24,12 +24,12 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from flows import services as flow_services
-from flows import triggers
-from flows.models import Trigger
+from flows import triggers, workflow_templates
+from flows.models import Trigger, WorkflowTemplate
 from orchestrator.wsgi import application
 from runs import services
 from runs.models import DeadLetter, Event, HookDelivery, HookEndpoint, HookStatus
-from steps import secrets
+from steps import secrets, workers
 from steps.models import CircuitBreaker, TargetHealth
 from steps.resilience_rules import connector_target_key
 
@@ -101,7 +101,19 @@ def seeded(token: str) -> dict[str, dict[str, Any]]:
     TargetHealth.objects.create(
         key=target, url="https://ai.example.com/health", status="unhealthy", error="HTTP 503"
     )
+    workers.register("special@box", host="box", pid=100, queues=["special"], capacity=2)
+    template = workflow_templates.save_template(
+        WorkflowTemplate(
+            name="greeter",
+            parameters={
+                "type": "object",
+                "properties": {"who": {"type": "string", "default": "x"}},
+            },
+            body="steps: {hello: {type: noop, with: {greeting: hi ((who))}}}",
+        )
+    )
     return {
+        "/api/v1/templates/": {"name": template.name},
         "/api/v1/workflows/": {"name": workflow.name, "number": 1},
         "/api/v1/runs/": {"id": str(run.pk), "step": "hello"},
         "/api/v1/secrets/": {"name": "API_KEY"},
@@ -112,6 +124,7 @@ def seeded(token: str) -> dict[str, dict[str, Any]]:
         "/api/v1/dead-letters/": {"id": letter.pk},
         "/api/v1/circuit-breakers/": {"key": target},
         "/api/v1/health/": {"key": target},
+        "/api/v1/workers/": {"name": "special@box"},
     }
 
 

@@ -290,12 +290,12 @@ def test_more_lines_than_the_limit_is_a_400_and_stores_none(api, run, settings):
     assert texts(run) == ["1", "2", "3"]
 
 
-def test_a_body_over_the_request_size_limit_is_a_400_and_stores_nothing(api, run, settings):
+def test_a_body_over_the_request_size_limit_is_a_413_and_stores_nothing(api, run, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
 
     response = post_text(api, run, "x" * 101)
 
-    assert_refused(response, 400)
+    assert_refused(response, 413)
     assert response.json()["message"] == "request body is larger than the limit of 100 bytes"
     assert post_text(api, run, "x" * 100).status_code == 201
 

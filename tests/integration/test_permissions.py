@@ -157,6 +157,16 @@ def test_creating_a_workflow_needs_the_global_right_to_add(bob):
     )
 
 
+def test_put_to_an_unknown_name_creates_only_with_the_right_to_add(bob):
+    new = {"name": "fresh", "steps": {"one": {"type": "noop"}}}
+    refused = client_for(bob).put("/api/v1/workflows/fresh", new, format="json")
+    assert refused.status_code == 403
+    assert not Workflow.objects.filter(name="fresh").exists()
+    bob.user_permissions.add(Permission.objects.get(codename="add_workflow"))
+    bob = type(bob).objects.get(pk=bob.pk)
+    assert client_for(bob).put("/api/v1/workflows/fresh", new, format="json").status_code == 201
+
+
 def test_an_approve_grant_decides_approvals_that_name_no_approvers(publish, bob):
     gated = publish(
         {

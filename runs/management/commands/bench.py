@@ -8,6 +8,10 @@ each step costs on the worker path, measured in this process with the queue in s
 `--scenario stream` (opt-in, not part of the default run) measures log streaming instead: the
 latency from a line a shell step prints to its arrival at an SSE client, lines per second through
 one stream, and the web process's memory meanwhile (runs/bench_stream.py).
+
+`--scenario page` (part of the default run) renders the run page of a finished 500-step run through
+the whole Django stack and reports its time and SQL statements (runs/bench_page.py); the target
+is under 300 ms.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from django_q.conf import Conf
 
 from flows import services as flow_services
 from flows.models import Workflow
-from runs import bench_stream, services
+from runs import bench_page, bench_stream, services
 from runs.engine.states import RunStatus
 from runs.models import Run
 
 SCENARIOS = ("chain-40", "chain-200", "fanout-40", "fanout-200")
 OPT_IN = ("stream",)
+IN_PROCESS = ("page",)
 PREFIX = "bench-"
 
 
@@ -79,7 +84,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--scenario",
             action="append",
-            choices=SCENARIOS + OPT_IN,
+            choices=SCENARIOS + IN_PROCESS + OPT_IN,
             help="Repeatable; default all but stream.",
         )
         parser.add_argument(
@@ -108,7 +113,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        selected = options["scenario"] or list(SCENARIOS)
+        selected = options["scenario"] or [*SCENARIOS, *IN_PROCESS]
         scenarios = [s for s in selected if s in SCENARIOS]
         workflows = {
             s: flow_services.publish(definition(s), actor="bench").version.workflow
@@ -122,7 +127,14 @@ class Command(BaseCommand):
         if scenarios:
             report["sql_per_step"] = self._sql_per_step()
         report["scenarios"] = []
-        procs = [] if options["no_cluster"] else self._start_cluster()
+        if "page" in selected:
+            try:
+                report["page"] = bench_page.measure(repeat=max(options["repeat"], 10))
+            finally:
+                if not options["keep"]:
+                    bench_page.clean_up()
+        needs_cluster = bool(scenarios) or "stream" in selected
+        procs = [] if options["no_cluster"] or not needs_cluster else self._start_cluster()
         try:
             if scenarios:
                 self._warm_up(workflows[scenarios[0]], options["timeout"])
@@ -221,6 +233,16 @@ class Command(BaseCommand):
             self._print_scenarios(report)
         if "stream" in report:
             self._print_stream(report["stream"])
+        if "page" in report:
+            self._print_page(report["page"])
+
+    def _print_page(self, page: dict[str, Any]) -> None:
+        self.stdout.write(
+            f"run page, {page['steps']} steps, {page['log_lines']} log lines ({page['bytes']} bytes):"
+            f" first {page['first_ms']:.0f} ms, then p50 {page['page_ms']['p50']:.0f} ms"
+            f" p95 {page['page_ms']['p95']:.0f} ms; live part p50 {page['live_ms']['p50']:.0f} ms"
+            f" p95 {page['live_ms']['p95']:.0f} ms; {page['sql']} SQL statements"
+        )
 
     def _print_scenarios(self, report: dict[str, Any]) -> None:
         self.stdout.write(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +19,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from steps.workers import Beacon, WorkerNameTaken
 
 GRACE_SECONDS = 10.0
 RESTART_DELAY = 1.0
@@ -30,11 +33,14 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    env: dict[str, str] | None = None
+    """Added to the launcher's environment (a cluster's queue and registry name)."""
 
     def start(self) -> None:
         # A session of its own, so a terminal's Ctrl-C reaches only the launcher, which then
         # stops the children in order instead of all of them racing.
-        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, env=env)
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:
@@ -71,11 +77,59 @@ def children(host: str, port: int) -> list[Child]:
         str(port),
         "orchestrator.asgi:application",
     ]
+    queue = settings.FURROW["WORKER_QUEUE"]
     return [
         Child("web", daphne),
-        Child("worker", [*manage, "qcluster"]),
+        Child("worker", [*manage, "qcluster"], env=cluster_env(queue)),
         Child("timers", [*manage, "tick"]),
     ]
+
+
+def default_worker_name(queues: list[str]) -> str:
+    """`<queues>@<host>`, stable across restarts so the registry keeps one row per launcher."""
+    return f"{'-'.join(queues)}@{socket.gethostname()}"
+
+
+def cluster_env(queue: str, capacity: int | None = None) -> dict[str, str]:
+    """The environment of a qcluster serving `queue` (register_clusters adds its name)."""
+    env = {"FURROW_WORKER_QUEUE": queue}
+    if capacity is not None:
+        env["FURROW_WORKERS"] = str(capacity)
+    return env
+
+
+def register_clusters(
+    clusters: list[Child], queues: list[str], capacity: int, name: str | None = None
+) -> Beacon:
+    """Register the launcher of `clusters` in the worker registry before they start, so every
+    step they run names it. A default name that another live launcher holds (a second `serve`
+    on this machine and database) gets this process's pid; a chosen one raises WorkerNameTaken.
+    """
+    chosen = name or default_worker_name(queues)
+    try:
+        beacon = _beacon(chosen, clusters, queues, capacity)
+    except WorkerNameTaken:
+        if name:
+            raise
+        chosen = f"{chosen}:{os.getpid()}"
+        beacon = _beacon(chosen, clusters, queues, capacity)
+    for child in clusters:
+        child.env = {**(child.env or {}), "FURROW_WORKER_NAME": chosen}
+    return beacon
+
+
+def _beacon(name: str, clusters: list[Child], queues: list[str], capacity: int) -> Beacon:
+    beacon = Beacon(
+        name,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        queues=queues,
+        capacity=capacity * len(queues),
+        alive=lambda: any(child.alive() for child in clusters),
+        pids=lambda: [child.proc.pid for child in clusters if child.proc and child.alive()],
+    )
+    beacon.start()
+    return beacon
 
 
 class Command(BaseCommand):
@@ -97,6 +151,10 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        clusters = [child for child in procs if child.name == "worker"]
+        beacon = register_clusters(
+            clusters, [settings.FURROW["WORKER_QUEUE"]], settings.Q_CLUSTER["workers"]
+        )
         for child in procs:
             child.start()
         if not options["no_web"]:
@@ -107,6 +165,7 @@ class Command(BaseCommand):
             self._watch(procs, stop)
         finally:
             self._stop_all(procs)
+            beacon.stop()
 
     def _watch(self, procs: list[Child], stop: threading.Event) -> None:
         while not stop.wait(0.5):
