@@ -10,13 +10,15 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from flows import grants, triggers
+from flows import access, grants, triggers
 from flows import services as flow_services
 from flows.api_access import narrow
 from flows.grants import describe
 from flows.language.errors import DefinitionError
+from flows.language.inputs import InputError
 from flows.models import Trigger, Workflow, WorkflowGrant, WorkflowVersion
 from runs import services
 from runs.engine.states import RunStatus
@@ -59,7 +61,7 @@ class VersionInline(admin.TabularInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(ScopedAdmin):
-    list_display = ["name", "description", "latest_version", "paused", "updated_at"]
+    list_display = ["name", "description", "latest_version", "paused", "updated_at", "page_link"]
     list_filter = ["paused"]
     search_fields = ["name", "description"]
     # `paused` changes only through the actions: the service records the event and admits the
@@ -68,10 +70,22 @@ class WorkflowAdmin(ScopedAdmin):
     fields = ["name", "description", "latest_version", "paused", "created_at", "updated_at"]
     list_select_related = ["latest_version__workflow"]
     inlines = [GrantInline, VersionInline]
-    actions = ["pause", "resume"]
+    actions = ["run_now", "pause", "resume"]
 
     def has_add_permission(self, request: Any) -> bool:
         return False  # workflows are published (API, import_workflows), not typed into a form
+
+    def view_on_site(self, obj: Workflow) -> str:
+        return reverse("admin:workflow-page", args=[obj.name])
+
+    @admin.display(description="page")
+    def page_link(self, obj: Workflow) -> str:
+        return format_html('<a href="{}">graph, runs, editor</a>', self.view_on_site(obj))
+
+    @admin.action(description="Run the selected workflows now, with their default input")
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        for workflow in queryset.select_related("latest_version"):
+            self.message_user(request, *start_now(workflow, request.user))
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not WorkflowGrant:
@@ -113,6 +127,27 @@ def switch(
     return f"{workflow}: {done}", messages.SUCCESS
 
 
+def start_now(workflow: Workflow, user: Any) -> tuple[str, int]:
+    """Start one run with the input schema's defaults: the message for the user and its level.
+    Only for those who may run the workflow; an input the defaults do not satisfy is reported."""
+    if not access.allowed(user, "run", workflow.pk):
+        return f"{workflow}: you may not run this workflow.", messages.ERROR
+    try:
+        run = services.start_run(
+            workflow, {}, user=user, actor=f"user:{user.get_username()}", source="admin"
+        )
+    except InputError as exc:
+        text = f"{workflow}: its default input is not enough ({exc}); start it from its page."
+        return text, messages.ERROR
+    except services.InvalidTransition as exc:
+        return f"{workflow}: {exc}", messages.ERROR
+    url = reverse("admin:run-page", args=[run.pk])
+    done = format_html(
+        "{}: run <a href='{}'>{}</a> {}.", workflow, url, str(run.pk)[:8], run.status
+    )
+    return done, messages.SUCCESS
+
+
 def pause_one(workflow: Workflow, actor: str) -> str:
     services.pause_workflow(workflow, actor=actor)
     return "paused; new runs queue until it is resumed."
@@ -130,6 +165,7 @@ def resume_one(workflow: Workflow, actor: str) -> str:
 class WorkflowVersionAdmin(ScopedAdmin):
     list_display = ["__str__", "number", "content_hash", "created_at", "created_by"]
     list_filter = [("workflow", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["workflow__name", "content_hash"]
     list_select_related = ["workflow", "created_by"]
     fields = [
         "workflow",

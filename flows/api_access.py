@@ -101,9 +101,13 @@ class WorkflowPermission(BasePermission):
         match = request.resolver_match
         route = ROUTES.get(match.url_name if match else "")
         if route is not None:
-            if match.url_name == "workflow-detail" and request.method == "PUT":
-                if not Workflow.objects.filter(name=view.kwargs.get("name")).exists():
-                    return self._creating(user, "workflow-list", request)  # PUT creates it
+            creates = (
+                match.url_name == "workflow-detail"
+                and request.method == "PUT"
+                and not Workflow.objects.filter(name=view.kwargs.get("name")).exists()
+            )
+            if creates:
+                return self._creating(user, "workflow-list", request)
             return self._on_workflow(user, request.method or "GET", route, view.kwargs)
         if (
             match

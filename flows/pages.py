@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -20,7 +21,7 @@ from flows.language.inputs import InputError
 from flows.language.layout import Drawing, StepShape, lay_out, render_svg
 from flows.language.spec import WorkflowSpec
 from flows.language.validate import compile_definition
-from flows.models import Workflow, WorkflowVersion
+from flows.models import Workflow, WorkflowTemplate, WorkflowVersion
 from flows.services import (
     VersionNotFound,
     diff_versions,
@@ -40,6 +41,7 @@ RECENT_RUNS = 20
 
 def urls(wrap: Any) -> list[Any]:
     return [
+        page_path("templates/", templates_gallery, "templates-gallery", wrap),
         page_path("workflows/<str:name>/", workflow_page, "workflow-page", wrap),
         page_path("workflows/<str:name>/runs/", recent_runs, "workflow-recent-runs", wrap),
         page_path("workflows/<str:name>/start/", start, "workflow-start", wrap),
@@ -310,3 +312,45 @@ def pause_or_resume(request: HttpRequest, name: str, action: str) -> HttpRespons
     change(workflow, actor=_actor(request))
     messages.success(request, f"{workflow.name} {action}d.")
     return redirect("admin:workflow-page", name=workflow.name)
+
+
+@require_GET
+def templates_gallery(request: HttpRequest) -> HttpResponse:
+    """Every workflow template with its parameters; `?q=` searches, `?tag=` picks one tag.
+    "Use this template" opens the admin's instantiate page, for those who may view templates."""
+    query = request.GET.get("q", "").strip()
+    tag = request.GET.get("tag", "").strip()
+    rows = WorkflowTemplate.objects.order_by("category", "name")
+    if query:
+        rows = rows.filter(
+            Q(name__icontains=query) | Q(title__icontains=query) | Q(description__icontains=query)
+        )
+    templates = [t for t in rows if not tag or tag in (t.tags or [])]
+    context = {
+        "title": "Workflow templates",
+        "templates": [{"template": t, "parameters": template_parameters(t)} for t in templates],
+        "tags": sorted(
+            {tag for t in WorkflowTemplate.objects.only("tags") for tag in t.tags or []}
+        ),
+        "q": query,
+        "tag": tag,
+        "may_use": request.user.has_perm("flows.view_workflowtemplate"),
+    }
+    return render_page(request, "furrow/templates.html", context)
+
+
+def template_parameters(template: WorkflowTemplate) -> list[dict[str, Any]]:
+    """The parameters a template's JSON Schema declares: name, type, default, description."""
+    schema = template.parameters if isinstance(template.parameters, dict) else {}
+    required = set(schema.get("required") or [])
+    properties = schema.get("properties") or {}
+    return [
+        {
+            "name": name,
+            "type": prop.get("type", "") if isinstance(prop, dict) else "",
+            "default": prop.get("default") if isinstance(prop, dict) else None,
+            "description": prop.get("description", "") if isinstance(prop, dict) else "",
+            "required": name in required,
+        }
+        for name, prop in properties.items()
+    ]

@@ -36,7 +36,11 @@ class FurrowAdminSite(admin.AdminSite):
     ) -> HttpResponse:
         from runs.dashboard import dashboard_context
 
-        context = {**self.each_context(request), **dashboard_context(request.user)}
+        context = {
+            **self.each_context(request),
+            **dashboard_context(request.user),
+            "app_list": self.get_app_list(request),  # the admin's own index, below the dashboard
+        }
         context.update(extra_context or {})
         return TemplateResponse(request, "furrow/dashboard.html", context)
 

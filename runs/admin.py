@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from flows.admin import pretty_json
 from flows.api_access import narrow
 from runs import recovery, services
+from runs.dashboard import first_line
 from runs.management.commands.approvals import describe_approvers
 from runs.models import Approval, DeadLetter, Event, LogLine, Run, StepRun
 
@@ -154,6 +155,7 @@ class RunAdmin(ReadOnlyAdmin):
         "source",
         "created_at",
         "finished_at",
+        "page_link",
     ]
     # Only the workflows of the rows shown: the filter must not list workflows one may not view.
     list_filter = ["status", ("workflow", admin.RelatedOnlyFieldListFilter), "source"]
@@ -227,6 +229,13 @@ class RunAdmin(ReadOnlyAdmin):
     def short_id(self, obj: Run) -> str:
         return str(obj.pk)[:8]
 
+    def view_on_site(self, obj: Run) -> str:
+        return reverse("admin:run-page", args=[obj.pk])
+
+    @admin.display(description="page")
+    def page_link(self, obj: Run) -> str:
+        return format_html('<a href="{}">graph, steps, logs</a>', self.view_on_site(obj))
+
     @admin.display(description="version")
     def version_number(self, obj: Run) -> int:
         return obj.version.number
@@ -260,8 +269,18 @@ class RunAdmin(ReadOnlyAdmin):
 
 @admin.register(StepRun)
 class StepRunAdmin(ReadOnlyAdmin):
-    list_display = ["name", "run", "type", "status", "attempt", "started_at", "finished_at"]
-    list_filter = ["status", "type"]
+    list_display = [
+        "name",
+        "run",
+        "type",
+        "status",
+        "attempt",
+        "queue",
+        "worker",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "type", "queue"]
     search_fields = ["name", "run__id"]
     list_select_related = ["run__workflow"]
     raw_id_fields = ["run"]
@@ -441,6 +460,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         "run_link",
         "step_name",
         "attempts",
+        "error_summary",
         "status",
         "created_at",
         "resolved_by",
@@ -477,6 +497,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     @admin.display(description="step", ordering="step_run__name")
     def step_name(self, obj: DeadLetter) -> str:
         return obj.step_run.name
+
+    @admin.display(description="error")
+    def error_summary(self, obj: DeadLetter) -> str:
+        return first_line(obj.error, limit=120)
 
     @admin.display(description="error")
     def error_text(self, obj: DeadLetter) -> str:

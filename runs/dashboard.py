@@ -157,9 +157,7 @@ def decidable_pending(user: Any) -> QuerySet[Approval]:
 
 def _approvals(user: Any) -> dict[str, Any]:
     pending = decidable_pending(user)
-    rows = list(
-        pending.select_related("run__workflow", "step_run").order_by("-created_at")[:LIMIT]
-    )
+    rows = list(pending.select_related("run__workflow", "step_run").order_by("-created_at")[:LIMIT])
     # Always counted, so the statements do not depend on how many there are.
     return {"approvals": rows, "approvals_count": pending.count()}
 
@@ -192,6 +190,4 @@ def dashboard_live(request: HttpRequest) -> HttpResponse:
     """The dashboard's changing part, for htmx's polling; a plain visit gets the whole page."""
     if not request.htmx:
         return redirect("admin:index")
-    return TemplateResponse(
-        request, "furrow/dashboard.html#live", dashboard_context(request.user)
-    )
+    return TemplateResponse(request, "furrow/dashboard.html#live", dashboard_context(request.user))

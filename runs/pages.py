@@ -17,13 +17,15 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from flows import access
 from flows.pages import graph_svg
 from orchestrator.admin_site import page_path, render_page
 from orchestrator.schema_form import SchemaForm
-from runs import recovery, services
+from runs import inbox_pages, recovery, services
+from runs.dashboard import dashboard_live
 from runs.models import Approval, Event, LogLine, Run, StepRun
 
 LOG_TAIL = 500
@@ -37,6 +39,15 @@ def urls(wrap: Any) -> list[Any]:
         page_path("runs/<uuid:pk>/steps/<str:step>/", step_detail, "run-step", wrap),
         page_path("runs/<uuid:pk>/do/<str:action>/", run_action, "run-action", wrap),
         page_path("runs/<uuid:pk>/decide/<str:step>/", decide, "run-decide", wrap),
+        page_path("dashboard/live/", dashboard_live, "dashboard-live", wrap),
+        page_path("approvals/", inbox_pages.approvals_inbox, "approvals-inbox", wrap),
+        page_path("dead-letters/", inbox_pages.dead_letters_page, "dead-letters-page", wrap),
+        page_path(
+            "dead-letters/<int:pk>/<str:action>/",
+            inbox_pages.dead_letter_action,
+            "dead-letter-action",
+            wrap,
+        ),
     ]
 
 
@@ -239,7 +250,7 @@ def decide(request: HttpRequest, pk: Any, step: str) -> HttpResponse:
     decision = request.POST.get("decision")
     if decision not in {"approve", "reject"}:
         messages.error(request, "Choose approve or reject.")
-        return redirect("admin:run-page", pk=run.pk)
+        return _back(request, run)
     approval = Approval.objects.filter(run=run, step_run__name=step, status="pending").first()
     data: Any = None
     if approval is not None and approval.form and decision == "approve":
@@ -247,7 +258,7 @@ def decide(request: HttpRequest, pk: Any, step: str) -> HttpResponse:
         if not form.is_valid():
             for error in form.error_list():
                 messages.error(request, error)
-            return redirect("admin:run-page", pk=run.pk)
+            return _back(request, run)
         data = form.value()
     try:
         services.decide(
@@ -262,4 +273,14 @@ def decide(request: HttpRequest, pk: Any, step: str) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{step}: {decision}d.")
+    return _back(request, run)
+
+
+def _back(request: HttpRequest, run: Run) -> HttpResponse:
+    """To the form's `next` page (the approvals inbox) when it is one of ours, else the run."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
     return redirect("admin:run-page", pk=run.pk)

@@ -12,6 +12,15 @@
     event.detail.headers["X-CSRFToken"] = csrf();
   });
 
+  // A part refreshed after the session expired comes back as the login page: show it whole.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var url = event.detail.xhr && event.detail.xhr.responseURL;
+    if (url && url.indexOf("/admin/login/") !== -1) {
+      event.detail.shouldSwap = false;
+      window.location.reload();
+    }
+  });
+
   // A form with data-confirm asks first (cancel a run, roll back a workflow).
   document.addEventListener("submit", function (event) {
     var form = event.target;
