@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 
 from tests.e2e.conftest import Launcher
 
@@ -71,6 +72,24 @@ def fast_passwords() -> None:
     # Overrides tests/conftest.py's: the server checks the password with its own hashers, which
     # do not include the fast test hasher.
     return None
+
+
+@pytest.fixture(scope="package")
+def alice_password() -> str:
+    """alice-pw hashed once with the server's default hasher (it costs a good part of a second)."""
+    return make_password("alice-pw")
+
+
+@pytest.fixture
+def alice(django_user_model: Any, alice_password: str) -> Any:
+    """tests/conftest.py's alice (a staff superuser), with a password the server can check."""
+    return django_user_model.objects.create(
+        username="alice",
+        email="alice@example.com",
+        password=alice_password,
+        is_staff=True,
+        is_superuser=True,
+    )
 
 
 @pytest.fixture(scope="package")

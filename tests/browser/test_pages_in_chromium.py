@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils.text import slugify
 
 from runs import services
 from runs.models import Run
@@ -189,17 +190,27 @@ def test_a_long_run_is_cancelled_from_the_run_page(page, publish):
 
 
 def test_the_main_pages_render_and_are_saved_as_screenshots(page, publish):
-    publish("name: browser-dashboard\nsteps:\n  hello: {type: shell, run: echo hello}\n")
+    """Every page in Furrow's navigation, with something in them: a finished run and one that
+    waits for an approval (the dashboard and the inbox show it)."""
+    done = services.start_run(publish(LONG.replace("sleep 60", "true")), {})
+    waiting = services.start_run(publish(APPROVAL), {})
+    page.goto(f"/admin/runs/{done.pk}/")
+    expect(live(page)).to_have_attribute("data-status", "succeeded")
+    page.goto(f"/admin/runs/{waiting.pk}/")
+    expect(box(page, "sign-off")).to_have_attribute("data-status", "waiting")
+
     page.goto("/admin/")
-    expect(page.locator("#content")).to_be_visible()
-    screenshot(page, "dashboard")
-    # Pages other engineers add as they go: photographed when they exist.
-    for name, path in [
-        ("approvals", "/admin/approvals/"),
-        ("dead-letters", "/admin/dead-letters/"),
-        ("health", "/admin/health/"),
-        ("workers", "/admin/workers/"),
-    ]:
-        response = page.goto(path)
-        if response is not None and response.status == 200:
-            screenshot(page, name)
+    links = page.locator("nav.furrow-nav a")
+    expect(links.first).to_be_visible()
+    pages = {
+        slugify(name): href
+        for name, href in zip(
+            links.all_inner_texts(), [a.get_attribute("href") for a in links.all()], strict=True
+        )
+    }
+    assert {"dashboard", "workflows", "runs"} <= set(pages), pages
+    for name, href in pages.items():
+        response = page.goto(href)
+        assert response is not None, (name, href)
+        assert response.status == 200, (name, href)
+        screenshot(page, name)

@@ -240,7 +240,8 @@ def test_staff_without_the_change_workflow_permission_get_no_workflow_actions(
     client.force_login(charlie)
     listing = client.get(WORKFLOWS).content.decode()
     assert 'value="pause"' not in listing
-    assert admin_action(client, WORKFLOWS, "pause", [workflow]) == []
+    # Django refuses an action it did not offer ("No action selected.", when others are offered).
+    assert admin_action(client, WORKFLOWS, "pause", [workflow]) in ([], ["No action selected."])
     workflow.refresh_from_db()
     assert not workflow.paused
 
