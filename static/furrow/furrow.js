@@ -42,30 +42,13 @@
 
   function followRun(page) {
     var timer = null;
-    var inFlight = false;
-    var again = false;
     var redraw = function () {
       if (timer) { return; }
       timer = window.setTimeout(function () {
         timer = null;
-        if (inFlight) {
-          again = true;  // htmx would drop a second request; ask once this one is back
-          return;
-        }
         document.body.dispatchEvent(new CustomEvent("furrow:run-changed"));
       }, 250);
     };
-    document.body.addEventListener("htmx:beforeRequest", function (event) {
-      if (event.detail.elt.id === "run-live") { inFlight = true; }
-    });
-    document.body.addEventListener("htmx:afterRequest", function (event) {
-      if (event.detail.elt.id !== "run-live") { return; }
-      inFlight = false;
-      if (again) {
-        again = false;
-        redraw();
-      }
-    });
     var source = new EventSource(page.dataset.events);
     RUN_EVENTS.forEach(function (name) { source.addEventListener(name, redraw); });
     source.addEventListener("end", function () { redraw(); source.close(); });
