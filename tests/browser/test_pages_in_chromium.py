@@ -194,6 +194,12 @@ def test_the_main_pages_render_and_are_saved_as_screenshots(page, publish):
     waits for an approval (the dashboard and the inbox show it)."""
     done = services.start_run(publish(LONG.replace("sleep 60", "true")), {})
     waiting = services.start_run(publish(APPROVAL), {})
+    elsewhere: list[str] = []  # no CDN: every script, style, image and font comes from us
+    origin = page.url.split("/admin/")[0]
+    page.on(
+        "request",
+        lambda request: None if request.url.startswith(origin) else elsewhere.append(request.url),
+    )
     page.goto(f"/admin/runs/{done.pk}/")
     expect(live(page)).to_have_attribute("data-status", "succeeded")
     page.goto(f"/admin/runs/{waiting.pk}/")
@@ -214,3 +220,4 @@ def test_the_main_pages_render_and_are_saved_as_screenshots(page, publish):
         assert response is not None, (name, href)
         assert response.status == 200, (name, href)
         screenshot(page, name)
+    assert elsewhere == []
