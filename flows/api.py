@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from django.db.models import F
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -20,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows import services
+from flows.filters import VersionFilter, WorkflowFilter
 from flows.language.errors import DefinitionError, Problem
 from flows.models import Workflow, WorkflowVersion
 from flows.serializers import (
@@ -30,6 +32,7 @@ from flows.serializers import (
     WorkflowDetailSerializer,
     WorkflowSerializer,
 )
+from orchestrator.filters import WORKFLOW_LISTS
 from orchestrator.schema import INVALID, error
 
 # What a publishing request carries (definition_from_request); the YAML media types carry the same.
@@ -115,9 +118,17 @@ def actor_of(request: Request) -> str:
     return f"user:{request.user.get_username()}"
 
 
+@extend_schema_view(get=extend_schema(responses={200: WorkflowSerializer(many=True), 400: INVALID}))
 class WorkflowList(generics.ListAPIView):
+    """GET: workflows, by name (`?search=`, `?paused=`, `?created_after=`, `?created_before=`,
+    `?updated_after=`, `?updated_before=`, `?ordering=`). POST: publish a new workflow."""
+
     serializer_class = WorkflowSerializer
     queryset = Workflow.objects.select_related("latest_version")
+    filter_backends = WORKFLOW_LISTS
+    filterset_class = WorkflowFilter
+    ordering_fields = ["name", "created_at", "updated_at"]
+    ordering = ["name"]
 
     @extend_schema(
         request=DEFINITION_REQUEST,
@@ -166,16 +177,25 @@ class WorkflowDetail(APIView):
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: VersionSerializer(many=True), 404: NO_WORKFLOW})
+    get=extend_schema(responses={200: VersionSerializer(many=True), 400: INVALID, 404: NO_WORKFLOW})
 )
 class VersionList(generics.ListAPIView):
+    """The workflow's versions, newest first (`?created_by=`, `?created_after=`,
+    `?created_before=`, `?ordering=version`)."""
+
     serializer_class = VersionSerializer
+    filter_backends = WORKFLOW_LISTS
+    filterset_class = VersionFilter
+    ordering_fields = ["version", "created_at"]
+    ordering = ["-version"]
 
     def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):  # the schema generator, without a name
+            return WorkflowVersion.objects.none()
         workflow = get_object_or_404(Workflow, name=self.kwargs["name"])
-        return WorkflowVersion.objects.filter(workflow=workflow).select_related(
-            "workflow", "created_by"
-        )
+        # `version`, as the API calls the number, so that `?ordering=version` says what it means.
+        versions = WorkflowVersion.objects.filter(workflow=workflow).annotate(version=F("number"))
+        return versions.select_related("workflow", "created_by")
 
 
 @extend_schema_view(

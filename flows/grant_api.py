@@ -17,7 +17,9 @@ from rest_framework.views import APIView
 
 from flows import grants
 from flows.api import actor_of
+from flows.filters import GrantFilter
 from flows.models import Workflow, WorkflowGrant
+from orchestrator.filters import WORKFLOW_LISTS
 
 
 class GrantSerializer(serializers.ModelSerializer):
@@ -49,7 +51,13 @@ class GrantSerializer(serializers.ModelSerializer):
 
 
 class WorkflowGrants(generics.ListAPIView):
+    """GET: the workflow's grants, by role (`?role=`, `?user=`, `?group=`, `?ordering=`)."""
+
     serializer_class = GrantSerializer
+    filter_backends = WORKFLOW_LISTS
+    filterset_class = GrantFilter
+    ordering_fields = ["role", "created_at"]
+    ordering = ["role", "id"]
 
     def get_queryset(self) -> QuerySet[WorkflowGrant]:
         if getattr(self, "swagger_fake_view", False):

@@ -191,7 +191,9 @@ class WorkflowGrantsSchema(OpenApiViewExtension):
         no_workflow = error("No workflow of that name.")
         return _described(
             self.target_class,
-            get=extend_schema(responses={200: GrantSerializer(many=True), 404: no_workflow}),
+            get=extend_schema(
+                responses={200: GrantSerializer(many=True), 400: INVALID, 404: no_workflow}
+            ),
             post=extend_schema(
                 request=GrantSerializer,
                 responses={201: GrantSerializer, 400: INVALID, 404: no_workflow},

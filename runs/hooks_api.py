@@ -9,21 +9,22 @@ from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import (
-    OpenApiParameter,
     extend_schema,
     extend_schema_field,
     extend_schema_view,
     inline_serializer,
 )
 from rest_framework import generics, serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestrator.filters import OTHER_LISTS
 from orchestrator.schema import INVALID, error
 from runs import hooks
+from runs.hook_filters import HookDeliveryFilter, HookFilter
 from runs.models import HookDelivery, HookEndpoint, HookStatus
 from steps.executors.http import display_url
 
@@ -129,11 +130,20 @@ def _endpoints() -> QuerySet[HookEndpoint]:
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: HookEndpointSerializer(many=True), 403: NOT_STAFF})
+    get=extend_schema(
+        responses={200: HookEndpointSerializer(many=True), 400: INVALID, 403: NOT_STAFF}
+    )
 )
 class HookList(generics.ListAPIView):
+    """Endpoints, by name: `?enabled=`, `?event=<type>` (those it reaches), `?source=`,
+    `?ordering=`."""
+
     permission_classes = [StaffOnly]
     serializer_class = HookEndpointSerializer
+    filter_backends = OTHER_LISTS
+    filterset_class = HookFilter
+    ordering_fields = ["name", "created_at", "updated_at"]
+    ordering = ["name"]
 
     def get_queryset(self) -> QuerySet[HookEndpoint]:
         return _endpoints()
@@ -152,7 +162,6 @@ class HookDetail(APIView):
 
 @extend_schema_view(
     get=extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=HookStatus.values)],
         responses={
             200: HookDeliverySerializer(many=True),
             400: INVALID,
@@ -162,21 +171,22 @@ class HookDetail(APIView):
     )
 )
 class HookDeliveryList(generics.ListAPIView):
-    """One endpoint's deliveries, newest first; `?status=pending|delivered|failed`."""
+    """One endpoint's deliveries, newest first: `?status=pending|delivered|failed`, `?event=`,
+    `?run=`, `?workflow=`, `?created_after=`, `?created_before=`, `?ordering=`."""
 
     permission_classes = [StaffOnly]
     serializer_class = HookDeliverySerializer
+    filter_backends = OTHER_LISTS
+    filterset_class = HookDeliveryFilter
+    ordering_fields = ["id", "created_at", "next_attempt_at", "delivered_at", "attempts"]
+    ordering = ["-id"]
 
     def get_queryset(self) -> QuerySet[HookDelivery]:
+        if getattr(self, "swagger_fake_view", False):  # the schema generator, without a name
+            return HookDelivery.objects.none()
         endpoint = _endpoint_or_404(self.kwargs["name"])
-        deliveries = HookDelivery.objects.filter(endpoint=endpoint)
-        status = self.request.query_params.get("status")
-        if status:
-            if status not in HookStatus.values:
-                raise ValidationError({"status": f"one of {', '.join(HookStatus.values)}"})
-            deliveries = deliveries.filter(status=status)
         related = ("endpoint", "event__workflow", "event__run__workflow")
-        return deliveries.select_related(*related).order_by("-id")
+        return HookDelivery.objects.filter(endpoint=endpoint).select_related(*related)
 
 
 class HookRedeliver(APIView):

@@ -13,8 +13,10 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
+from orchestrator.filters import OTHER_LISTS
 from orchestrator.schema import INVALID, error
 from steps import secrets
+from steps.filters import SecretFilter
 from steps.models import Secret
 from steps.serializers import SecretCreateSerializer, SecretSerializer, SecretUpdateSerializer
 
@@ -34,7 +36,7 @@ NO_SECRET = error("No secret of that name.")
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: SecretSerializer(many=True), 403: NOT_STAFF}),
+    get=extend_schema(responses={200: SecretSerializer(many=True), 400: INVALID, 403: NOT_STAFF}),
     post=extend_schema(
         request=SecretCreateSerializer,
         responses={
@@ -46,9 +48,15 @@ NO_SECRET = error("No secret of that name.")
     ),
 )
 class SecretList(generics.ListAPIView):
+    """GET: secrets (never their values), by name: `?search=`, `?ordering=`. POST: add one."""
+
     permission_classes = [IsAdminUser]
     serializer_class = SecretSerializer
     queryset = Secret.objects.select_related("updated_by")
+    filter_backends = OTHER_LISTS
+    filterset_class = SecretFilter
+    ordering_fields = ["name", "created_at", "updated_at"]
+    ordering = ["name"]
 
     def post(self, request: Request) -> Response:
         data = _validated(SecretCreateSerializer, request)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAdminUser
@@ -18,12 +18,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestrator.filters import OTHER_LISTS
 from orchestrator.pagination import LimitOffsetPagination
-from orchestrator.schema import error
+from orchestrator.schema import INVALID, error
 from steps import guards
 from steps.connectors import all_connectors, get_connector
 from steps.executors.connector import ConnectorSpec
 from steps.executors.http import display_url
+from steps.filters import CircuitBreakerFilter, TargetHealthFilter
 from steps.models import CircuitBreaker, TargetHealth
 from steps.resilience_rules import OnOpen, connector_target_key
 
@@ -156,9 +158,18 @@ class ConnectorDetail(APIView):
         return Response(connector_json(spec, TargetHealth.objects.filter(key=key).first()))
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: CircuitBreakerSerializer(many=True), 400: INVALID})
+)
 class CircuitBreakerList(generics.ListAPIView):
+    """Breakers, by key: `?state=closed|open|half_open`, `?target=`, `?ordering=`."""
+
     serializer_class = CircuitBreakerSerializer
-    queryset = CircuitBreaker.objects.order_by("key")
+    queryset = CircuitBreaker.objects.all()
+    filter_backends = OTHER_LISTS
+    filterset_class = CircuitBreakerFilter
+    ordering_fields = ["key", "state", "failures", "opened_at", "last_failure_at", "updated_at"]
+    ordering = ["key"]
 
 
 class StaffOnly(IsAdminUser):
@@ -186,9 +197,19 @@ class CircuitBreakerReset(APIView):
         return Response(CircuitBreakerSerializer(breaker).data)
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: TargetHealthSerializer(many=True), 400: INVALID})
+)
 class HealthList(generics.ListAPIView):
+    """Targets' last health checks, by key: `?status=healthy|unhealthy|unknown`, `?target=`,
+    `?ordering=`."""
+
     serializer_class = TargetHealthSerializer
-    queryset = TargetHealth.objects.order_by("key")
+    queryset = TargetHealth.objects.all()
+    filter_backends = OTHER_LISTS
+    filterset_class = TargetHealthFilter
+    ordering_fields = ["key", "status", "checked_at", "last_success_at", "next_check_at"]
+    ordering = ["key"]
 
 
 class HealthDetail(APIView):
